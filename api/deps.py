@@ -1,0 +1,120 @@
+"""The one place that wires collaborators into request handlers.
+
+``DbSession`` is one unit of work per request: it commits once after the handler returns and
+before the response is sent (``scope="function"``), then runs the after-commit work the services
+registered (such as deleting shredded objects). Any error rolls everything back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+import structlog
+from fastapi import Depends, Request
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from api.container import Container
+from common.errors import Conflict, Unauthenticated
+from identity.service import IdentityService
+from storage.db import DatabaseUnavailable
+from vault.keyring import Keyring
+from vault.service import DocumentService, UploadJournal
+
+log = structlog.get_logger("kho.deps")
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def get_session(container: ContainerDep) -> Iterator[Session]:
+    session = container.sessions()
+    try:
+        yield session
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise Conflict(
+                "Yêu cầu xung đột với một yêu cầu khác; vui lòng thử lại.",
+                "The request conflicted with another one; please retry.",
+            ) from None
+        except OperationalError:
+            session.rollback()
+            raise DatabaseUnavailable() from None
+        for callback in session.info.pop("after_commit", []):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - cleanup is retried by the sweeper
+                log.warning("after_commit_failed")
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+@dataclass(frozen=True)
+class OwnerPrincipal:
+    """A signed-in citizen or organisation acting on their own store."""
+
+    account_id: uuid.UUID
+    acr: str | None
+    auth_time: int | None
+    client_id: str | None
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated(
+            "Cần đăng nhập: thiếu mã truy cập (Bearer).",
+            "Sign-in required: missing bearer access token.",
+        )
+    return token.strip()
+
+
+def get_owner(request: Request, container: ContainerDep, session: DbSession) -> OwnerPrincipal:
+    claims = container.tokens.validate(_bearer(request))
+    try:
+        account_id = uuid.UUID(claims.subject)
+    except ValueError:
+        raise Unauthenticated() from None
+    IdentityService(session, container.clock).active_account(account_id)
+    return OwnerPrincipal(account_id, claims.acr, claims.auth_time, claims.client_id)
+
+
+CurrentOwner = Annotated[OwnerPrincipal, Depends(get_owner)]
+
+
+def get_document_service(container: ContainerDep, session: DbSession) -> DocumentService:
+    return DocumentService(
+        session,
+        container.objects,
+        Keyring(session, container.keys, container.clock),
+        UploadJournal(container.sessions, container.keys, container.clock),
+        container.clock,
+        max_upload_bytes=container.settings.max_upload_bytes,
+    )
+
+
+Documents = Annotated[DocumentService, Depends(get_document_service)]
+
+
+def get_identity_service(container: ContainerDep, session: DbSession) -> IdentityService:
+    return IdentityService(session, container.clock)
+
+
+Identity = Annotated[IdentityService, Depends(get_identity_service)]

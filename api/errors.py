@@ -1,0 +1,147 @@
+"""Every error leaves Kho as RFC 9457 problem+json, mapped here and nowhere else.
+
+The body always has ``type``, ``title``, ``status``, ``detail``, a stable ``code`` and the
+``request_id``; the language follows ``Accept-Language`` (Vietnamese unless English is preferred).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.i18n import prefers_english
+from common.errors import KhoError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger("kho.errors")
+
+_HTTP_CODES: dict[int, tuple[str, str, str]] = {
+    400: ("bad_request", "Yêu cầu không hợp lệ", "Bad request"),
+    401: ("unauthenticated", "Chưa xác thực", "Authentication required"),
+    403: ("forbidden", "Không có quyền", "Forbidden"),
+    404: ("not_found", "Không tìm thấy", "Not found"),
+    405: ("method_not_allowed", "Phương thức không được hỗ trợ", "Method not allowed"),
+    406: ("not_acceptable", "Không thể đáp ứng định dạng yêu cầu", "Not acceptable"),
+    408: ("request_timeout", "Hết thời gian chờ yêu cầu", "Request timeout"),
+    411: ("length_required", "Thiếu độ dài nội dung", "Length required"),
+    413: ("payload_too_large", "Nội dung quá lớn", "Payload too large"),
+    415: ("unsupported_media_type", "Định dạng không được hỗ trợ", "Unsupported media type"),
+    416: ("range_not_satisfiable", "Khoảng dữ liệu không hợp lệ", "Range not satisfiable"),
+    422: ("invalid_input", "Dữ liệu không hợp lệ", "Invalid input"),
+    429: ("too_many_requests", "Quá nhiều yêu cầu", "Too many requests"),
+}
+
+
+def problem(
+    request: Request,
+    *,
+    status: int,
+    code: str,
+    title_vi: str,
+    title_en: str,
+    detail_vi: str | None = None,
+    detail_en: str | None = None,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    english = prefers_english(request.headers.get("accept-language"))
+    body: dict[str, Any] = {
+        "type": f"/problems/{code}",
+        "title": title_en if english else title_vi,
+        "status": status,
+        "code": code,
+        "detail": (detail_en or detail_vi or title_en)
+        if english
+        else (detail_vi or detail_en or title_vi),
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    if extra:
+        body.update({k: v for k, v in extra.items() if k not in body})
+    response_headers = {"Content-Language": "en" if english else "vi"}
+    response_headers.update(headers or {})
+    return JSONResponse(
+        body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=response_headers
+    )
+
+
+async def _kho_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, KhoError)
+    if exc.status >= 500:
+        log.error("request_failed", code=exc.code, error_type=type(exc).__name__)
+    headers = {"Retry-After": "5"} if exc.status == 503 else None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": 'Bearer realm="kho"'}
+    return problem(
+        request,
+        status=exc.status,
+        code=exc.code,
+        title_vi=exc.title_vi,
+        title_en=exc.title_en,
+        detail_vi=exc.detail_vi,
+        detail_en=exc.detail_en,
+        extra=exc.extra,
+        headers=headers,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "location": [str(part) for part in err.get("loc", ())],
+            "message": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in exc.errors()[:20]
+    ]
+    return problem(
+        request,
+        status=422,
+        code="invalid_input",
+        title_vi="Dữ liệu không hợp lệ",
+        title_en="Invalid input",
+        detail_vi="Một số trường không hợp lệ; xem danh sách lỗi.",
+        detail_en="Some fields are invalid; see the list of errors.",
+        extra={"errors": errors},
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title_vi, title_en = _HTTP_CODES.get(
+        exc.status_code, ("http_error", "Lỗi yêu cầu", "Request error")
+    )
+    return problem(
+        request,
+        status=exc.status_code,
+        code=code,
+        title_vi=title_vi,
+        title_en=title_en,
+        headers=dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # The exception text may hold personal data or secrets: log its type only.
+    log.exception("unhandled_error", error_type=type(exc).__name__)
+    return problem(
+        request,
+        status=500,
+        code="internal_error",
+        title_vi="Lỗi hệ thống",
+        title_en="Internal error",
+        detail_vi="Đã có lỗi không mong muốn; vui lòng thử lại sau.",
+        detail_en="An unexpected error occurred; please try again later.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(KhoError, _kho_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

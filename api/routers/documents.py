@@ -1,0 +1,237 @@
+"""The owner's store of papers: metadata, streamed encrypted content, versions, export."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Annotated
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from api.deps import ContainerDep, CurrentOwner, Documents
+from api.http import (
+    content_disposition,
+    etag_matches,
+    filename_from_disposition,
+    parse_single_range,
+)
+from vault.errors import ContentTooLarge
+from vault.models import Assurance
+from vault.schemas import (
+    DocumentCreate,
+    DocumentOut,
+    DocumentPage,
+    DocumentTypeOut,
+    UploadOut,
+    VersionList,
+)
+from vault.service import content_out
+
+router = APIRouter(prefix="/v1", tags=["documents"])
+
+_NOT_FOUND = {404: {"description": "No such document for this owner"}}
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7e]+$")
+]
+
+
+@router.get("/document-types", summary="The catalogue of document types")
+def document_types(documents: Documents) -> list[DocumentTypeOut]:
+    return [
+        DocumentTypeOut(
+            code=t.code,
+            name_vi=t.name_vi,
+            name_en=t.name_en,
+            expires=t.expires,
+            official_code=t.official_code,
+        )
+        for t in documents.repo.document_types()
+    ]
+
+
+@router.get("/documents", summary="List my papers (filter, cursor pagination)")
+def list_documents(
+    owner: CurrentOwner,
+    documents: Documents,
+    type_code: Annotated[str | None, Query(max_length=64)] = None,
+    assurance: Assurance | None = None,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> DocumentPage:
+    rows, next_cursor = documents.list(
+        owner.account_id, type_code=type_code, assurance=assurance, cursor=cursor, limit=limit
+    )
+    return DocumentPage(items=[documents.describe(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.post(
+    "/documents",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a paper from JSON metadata (content is uploaded separately)",
+)
+def create_document(
+    body: DocumentCreate, owner: CurrentOwner, documents: Documents, response: Response
+) -> DocumentOut:
+    document = documents.create(owner.account_id, body)
+    response.headers["Location"] = f"/v1/documents/{document.id}"
+    return documents.describe(document)
+
+
+@router.get("/documents/{document_id}", summary="Metadata of one paper", responses=_NOT_FOUND)
+def get_document(
+    document_id: uuid.UUID, owner: CurrentOwner, documents: Documents, response: Response
+) -> DocumentOut:
+    described = documents.describe(documents.get(owner.account_id, document_id))
+    response.headers["ETag"] = f'W/"{described.updated_at.timestamp()}-{described.current_version}"'
+    return described
+
+
+@router.get(
+    "/documents/{document_id}/versions", summary="Every version of a paper", responses=_NOT_FOUND
+)
+def list_versions(document_id: uuid.UUID, owner: CurrentOwner, documents: Documents) -> VersionList:
+    return VersionList(items=[content_out(v) for v in documents.versions(owner.account_id, document_id)])
+
+
+def _body_chunks(request: Request) -> Iterator[bytes]:
+    """The request body as a blocking iterator, for a worker thread (nothing is spooled)."""
+    stream: AsyncIterator[bytes] = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = anyio.from_thread.run(stream.__anext__)
+        except StopAsyncIteration:
+            return
+        if chunk:
+            yield chunk
+
+
+@router.put(
+    "/documents/{document_id}/content",
+    summary="Upload a new version: the raw request body, streamed and encrypted on the way",
+    responses={
+        200: {"description": "These exact bytes were already stored; that version is returned"},
+        201: {"description": "A new version was stored"},
+        404: _NOT_FOUND[404],
+        413: {"description": "Larger than the configured limit"},
+        415: {"description": "Not a PDF, JPEG, PNG or TIFF"},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    },
+)
+async def upload_content(
+    document_id: uuid.UUID,
+    request: Request,
+    owner: CurrentOwner,
+    documents: Documents,
+    container: ContainerDep,
+    idempotency_key: IdempotencyKey = None,
+    content_length: Annotated[int | None, Header(ge=0)] = None,
+) -> JSONResponse:
+    limit = container.settings.max_upload_bytes
+    if content_length is not None and content_length > limit:
+        raise ContentTooLarge(extra={"limit_bytes": limit})
+    filename = filename_from_disposition(request.headers.get("content-disposition"))
+
+    def work() -> UploadOut:
+        result = documents.upload(
+            owner.account_id,
+            document_id,
+            _body_chunks(request),
+            filename=filename,
+            actor_id=owner.account_id,
+            idempotency_key=idempotency_key,
+        )
+        return UploadOut(
+            document_id=document_id, created=result.created, content=content_out(result.version)
+        )
+
+    out = await anyio.to_thread.run_sync(work)
+    return JSONResponse(
+        out.model_dump(mode="json"),
+        status_code=status.HTTP_201_CREATED if out.created else status.HTTP_200_OK,
+        headers={"ETag": f'"{out.content.sha256}"'},
+    )
+
+
+@router.get(
+    "/documents/{document_id}/content",
+    summary="The decrypted bytes of the current (or a given) version; Range and ETag supported",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"application/pdf": {}, "image/jpeg": {}, "image/png": {}}},
+        206: {"description": "Partial content"},
+        304: {"description": "Not modified"},
+        404: _NOT_FOUND[404],
+        416: {"description": "Range not satisfiable"},
+    },
+)
+def download_content(
+    document_id: uuid.UUID,
+    owner: CurrentOwner,
+    documents: Documents,
+    version: Annotated[int | None, Query(ge=1)] = None,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    opened = documents.open_content(owner.account_id, document_id, version)
+    headers = {
+        "ETag": opened.etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": "private, no-store",
+        "Content-Disposition": content_disposition(opened.version.filename or "tai-lieu"),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if etag_matches(if_none_match, opened.etag):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    media_type = opened.version.media_type or "application/octet-stream"
+    wanted = parse_single_range(range_header)
+    if wanted is not None:
+        byte_range = opened.resolve_range(*wanted)
+        headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end - 1}/{opened.size}"
+        headers["Content-Length"] = str(byte_range.length)
+        return StreamingResponse(
+            opened.iter_bytes(byte_range),
+            status_code=status.HTTP_206_PARTIAL_CONTENT,
+            media_type=media_type,
+            headers=headers,
+        )
+    headers["Content-Length"] = str(opened.size)
+    return StreamingResponse(opened.iter_bytes(), media_type=media_type, headers=headers)
+
+
+@router.delete(
+    "/documents/{document_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Delete a paper: its keys are destroyed, then its objects removed",
+    responses=_NOT_FOUND,
+)
+def delete_document(document_id: uuid.UUID, owner: CurrentOwner, documents: Documents) -> Response:
+    documents.delete(owner.account_id, document_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get(
+    "/export",
+    summary="Everything I hold, as a streamed zip (documents and a JSON of their metadata)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+def export(owner: CurrentOwner, documents: Documents) -> StreamingResponse:
+    return StreamingResponse(
+        documents.export(owner.account_id),
+        media_type="application/zip",
+        headers={
+            "Content-Disposition": content_disposition("kho-export.zip"),
+            "Cache-Control": "private, no-store",
+        },
+    )
