@@ -30,7 +30,9 @@ def prepare(container: Container) -> None:
     if isinstance(container.objects, S3ObjectStore):
         container.objects.ensure_bucket()
     with session_scope(container.sessions) as session:
-        SigningKeyService(session, MasterKeySealer(container.keys), container.clock).ensure_current()
+        SigningKeyService(
+            session, MasterKeySealer(container.keys), container.clock
+        ).ensure_current()
         ensure_starter_catalogue(session)
     container.signing_keys.invalidate()
 

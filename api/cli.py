@@ -132,9 +132,11 @@ def doctor() -> None:
     rows.append(("object store", settings.object_store.value, ""))
     rows.append(("master key", f"versions {container.keys.versions()}", "ok"))
     ok = True
-    for index, (name, check) in enumerate(
-        (("database", lambda: ping(container.engine)), ("object store", container.objects.ping))
-    ):
+    probes: list[tuple[str, Callable[[], None]]] = [
+        ("database", lambda: ping(container.engine)),
+        ("object store", container.objects.ping),
+    ]
+    for index, (name, check) in enumerate(probes):
         try:
             check()
             rows[index] = (rows[index][0], rows[index][1], "ok")

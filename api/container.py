@@ -11,12 +11,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.clock import Clock, SystemClock
 from common.errors import ConfigurationError
 from common.settings import ObjectStoreKind, Settings
+from sso.keys import CachedKeys
+from sso.tokens import AccessTokenValidator, TokenIssuer
 from storage.db import create_db_engine, make_session_factory
 from storage.local import LocalObjectStore
 from storage.objects import ObjectStore
 from storage.s3 import S3ObjectStore
-from sso.keys import CachedKeys
-from sso.tokens import AccessTokenValidator, TokenIssuer
 from vault.keyring import MasterKeySealer
 from vault.keys import EnvKeyProvider, FileKeyProvider, KeyProvider, generate_key_file
 

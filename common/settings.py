@@ -126,9 +126,7 @@ def load_settings() -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
-        raise ConfigurationError(
-            detail_en=f"KHO_{field.upper()}: {first['msg']}"
-        ) from None
+        raise ConfigurationError(detail_en=f"KHO_{field.upper()}: {first['msg']}") from None
     settings.check_complete()
     settings.check_production()
     return settings

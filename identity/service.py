@@ -16,7 +16,18 @@ from identity.repository import AccountRepository
 
 _PIN = re.compile(r"^\d{12}$")
 # Century-and-sex digit: even = male, odd = female; the pair gives the century.
-_CENTURY = {0: 1900, 1: 1900, 2: 2000, 3: 2000, 4: 2100, 5: 2100, 6: 2200, 7: 2200, 8: 1800, 9: 1800}
+_CENTURY = {
+    0: 1900,
+    1: 1900,
+    2: 2000,
+    3: 2000,
+    4: 2100,
+    5: 2100,
+    6: 2200,
+    7: 2200,
+    8: 1800,
+    9: 1800,
+}
 
 
 def validate_personal_id(pin: str, birth_date: dt.date | None = None) -> None:
@@ -59,7 +70,7 @@ class IdentityService:
         self.clock = clock
 
     def enrol_citizen(self, profile: CitizenProfile) -> Account:
-        """First login enrols; later logins refresh name and level. Keyed by the national subject."""
+        """First login enrols; later ones refresh name and level. Keyed by national subject."""
         validate_personal_id(profile.personal_id, profile.birth_date)
         existing = self.repo.citizen_by_subject(profile.national_subject)
         if existing is not None:

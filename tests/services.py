@@ -23,8 +23,8 @@ def _env_file_values() -> dict[str, str]:
     path = SERVICES_DIR / "services.env"
     values: dict[str, str] = {}
     if path.is_file():
-        for line in path.read_text().splitlines():
-            line = line.strip().removeprefix("export ")
+        for raw in path.read_text().splitlines():
+            line = raw.strip().removeprefix("export ")
             if line and not line.startswith("#") and "=" in line:
                 key, _, value = line.partition("=")
                 values[key.strip()] = value.strip().strip("'\"")
@@ -76,7 +76,9 @@ def require_minio() -> MinioService:
     access = setting("KHO_TEST_S3_ACCESS_KEY")
     secret = setting("KHO_TEST_S3_SECRET_KEY")
     if not (endpoint and access and secret):
-        _missing("MinIO", "KHO_TEST_S3_ENDPOINT / KHO_TEST_S3_ACCESS_KEY / KHO_TEST_S3_SECRET_KEY unset")
+        _missing(
+            "MinIO", "KHO_TEST_S3_ENDPOINT / KHO_TEST_S3_ACCESS_KEY / KHO_TEST_S3_SECRET_KEY unset"
+        )
     assert endpoint and access and secret
     host, _, port = endpoint.rpartition(":")
     if not _reachable(host, int(port)):

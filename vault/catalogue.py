@@ -19,16 +19,39 @@ STARTER_DOCUMENT_TYPES: tuple[tuple[str, str, str, bool], ...] = (
     ("driving_licence", "Giấy phép lái xe", "Driving licence", True),
     ("passport", "Hộ chiếu", "Passport", True),
     ("health_insurance", "Thẻ bảo hiểm y tế", "Health insurance card", True),
-    ("land_use_certificate", "Giấy chứng nhận quyền sử dụng đất", "Land-use right certificate", False),
-    ("household_business", "Giấy chứng nhận đăng ký hộ kinh doanh", "Household business registration", False),
+    (
+        "land_use_certificate",
+        "Giấy chứng nhận quyền sử dụng đất",
+        "Land-use right certificate",
+        False,
+    ),
+    (
+        "household_business",
+        "Giấy chứng nhận đăng ký hộ kinh doanh",
+        "Household business registration",
+        False,
+    ),
     ("diploma", "Bằng tốt nghiệp", "Diploma", False),
     ("health_certificate", "Giấy khám sức khoẻ", "Health certificate", True),
-    ("residence_confirmation", "Giấy xác nhận thông tin về cư trú", "Confirmation of residence", True),
+    (
+        "residence_confirmation",
+        "Giấy xác nhận thông tin về cư trú",
+        "Confirmation of residence",
+        True,
+    ),
     ("death_certificate", "Trích lục khai tử", "Death extract", False),
     ("other", "Giấy tờ khác", "Other paper", False),
 )
-_EXPIRING = {"cccd", "marital_status", "judicial_record", "driving_licence", "passport",
-             "health_insurance", "health_certificate", "residence_confirmation"}
+_EXPIRING = {
+    "cccd",
+    "marital_status",
+    "judicial_record",
+    "driving_licence",
+    "passport",
+    "health_insurance",
+    "health_certificate",
+    "residence_confirmation",
+}
 
 
 def ensure_starter_catalogue(session: Session) -> int:

@@ -84,7 +84,7 @@ def sanitise_filename(name: str | None, media_type: str) -> str:
     if not base:
         base = "tai-lieu"
     extension = _EXTENSIONS[media_type]
-    stem, dot, ext = base.rpartition(".")
+    _stem, dot, ext = base.rpartition(".")
     if dot and ("." + ext.lower()) in (extension, ".jpeg", ".tif"):
         return base
     return base + extension
@@ -119,14 +119,15 @@ class _MeteredSource:
             if self.size > self._limit:
                 raise ContentTooLarge(extra={"limit_bytes": self._limit})
             self.sha256.update(chunk)
-            if not sniffed:
-                pending += chunk
-                if len(pending) < SNIFF_BYTES:
-                    continue
+            if sniffed:
+                yield chunk
+                continue
+            pending += chunk
+            if len(pending) >= SNIFF_BYTES:
                 self._sniff(pending)
                 sniffed = True
-                chunk, pending = pending, b""
-            yield chunk
+                yield pending
+                pending = b""
         if not sniffed:
             if not pending:
                 raise EmptyContent()
@@ -372,7 +373,7 @@ class DocumentService:
             content=content_out(current) if current else None,
         )
 
-    def list(
+    def list_documents(
         self,
         owner_id: uuid.UUID,
         *,
@@ -551,7 +552,7 @@ class DocumentService:
         self._delete_objects_after_commit(keys)
 
     def erase_owner(self, owner_id: uuid.UUID) -> int:
-        """Destroy the owner's vault keys first (everything is unreadable at once), then the rest."""
+        """Destroy the owner's vault keys first (all unreadable at once), then the rest."""
         self.keyring.destroy_owner(owner_id)
         now = self.clock.now()
         keys: list[str] = []

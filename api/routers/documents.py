@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import anyio.from_thread
@@ -33,7 +33,9 @@ from vault.service import content_out
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
-_NOT_FOUND = {404: {"description": "No such document for this owner"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such document for this owner"}
+}
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7e]+$")
 ]
@@ -62,7 +64,7 @@ def list_documents(
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DocumentPage:
-    rows, next_cursor = documents.list(
+    rows, next_cursor = documents.list_documents(
         owner.account_id, type_code=type_code, assurance=assurance, cursor=cursor, limit=limit
     )
     return DocumentPage(items=[documents.describe(r) for r in rows], next_cursor=next_cursor)
@@ -94,15 +96,21 @@ def get_document(
     "/documents/{document_id}/versions", summary="Every version of a paper", responses=_NOT_FOUND
 )
 def list_versions(document_id: uuid.UUID, owner: CurrentOwner, documents: Documents) -> VersionList:
-    return VersionList(items=[content_out(v) for v in documents.versions(owner.account_id, document_id)])
+    return VersionList(
+        items=[content_out(v) for v in documents.versions(owner.account_id, document_id)]
+    )
 
 
 def _body_chunks(request: Request) -> Iterator[bytes]:
     """The request body as a blocking iterator, for a worker thread (nothing is spooled)."""
     stream: AsyncIterator[bytes] = request.stream().__aiter__()
+
+    async def receive() -> bytes:
+        return await stream.__anext__()
+
     while True:
         try:
-            chunk = anyio.from_thread.run(stream.__anext__)
+            chunk = anyio.from_thread.run(receive)
         except StopAsyncIteration:
             return
         if chunk:

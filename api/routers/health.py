@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,10 +29,11 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request, container: ContainerDep) -> Response:
     checks: dict[str, str] = {}
     failed: KhoError | None = None
-    for name, check in (
+    probes: list[tuple[str, Callable[[], None]]] = [
         ("database", lambda: ping_database(container.engine)),
         ("object_store", container.objects.ping),
-    ):
+    ]
+    for name, check in probes:
         try:
             check()
             checks[name] = "ok"

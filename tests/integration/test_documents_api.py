@@ -9,10 +9,14 @@ import os
 import random
 import uuid
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from httpx import Response
 
-from tests.conftest import KhoEnv
+from tests.conftest import KhoEnv, Owner
 
 
 def pdf_bytes(size: int, seed: int = 0) -> bytes:
@@ -21,19 +25,21 @@ def pdf_bytes(size: int, seed: int = 0) -> bytes:
     return head + rng.randbytes(max(0, size - len(head)))
 
 
-def create_document(env: KhoEnv, owner, **fields: object) -> dict:  # type: ignore[no-untyped-def]
+def create_document(env: KhoEnv, owner: Owner, **fields: object) -> dict[str, Any]:
     body = {"type_code": "birth_certificate", "title": "Giấy khai sinh", **fields}
     response = env.client.post("/v1/documents", json=body, headers=env.headers(owner))
     assert response.status_code == 201, response.text
-    return response.json()
+    created: dict[str, Any] = response.json()
+    return created
 
 
-def upload(env: KhoEnv, owner, document_id: str, data: bytes, **headers: str):  # type: ignore[no-untyped-def]
-    return env.client.put(
+def upload(env: KhoEnv, owner: Owner, document_id: str, data: bytes, **headers: str) -> Response:
+    response: Response = env.client.put(
         f"/v1/documents/{document_id}/content",
         content=data,
         headers=env.headers(owner, **headers),
     )
+    return response
 
 
 def test_upload_download_round_trip_with_metadata(kho_env: KhoEnv) -> None:
@@ -138,7 +144,9 @@ def test_bad_content_is_refused_and_nothing_is_stored(
     assert response.status_code == status
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == code
-    meta = embedded_env.client.get(f"/v1/documents/{doc['id']}", headers=embedded_env.headers(owner))
+    meta = embedded_env.client.get(
+        f"/v1/documents/{doc['id']}", headers=embedded_env.headers(owner)
+    )
     assert meta.json()["current_version"] is None
     assert list(embedded_env.container.objects.list("")) == []
 
@@ -157,7 +165,7 @@ def test_media_types_are_decided_from_the_bytes(embedded_env: KhoEnv) -> None:
         assert r.json()["content"]["media_type"] == media_type
 
 
-def test_size_limit_before_and_during_streaming(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_size_limit_before_and_during_streaming(tmp_path: Path) -> None:
     from fastapi.testclient import TestClient
 
     from api.app import create_app
@@ -177,7 +185,7 @@ def test_size_limit_before_and_during_streaming(tmp_path) -> None:  # type: igno
         assert declared.status_code == 413
         assert declared.json()["code"] == "content_too_large"
 
-        def chunked():  # type: ignore[no-untyped-def]
+        def chunked() -> Iterator[bytes]:
             data = pdf_bytes(150_000)
             for i in range(0, len(data), 10_000):
                 yield data[i : i + 10_000]
@@ -292,7 +300,9 @@ def test_problem_details_follow_accept_language(embedded_env: KhoEnv) -> None:
     assert en.json()["title"] == "Document not found"
     assert vi.json()["code"] == en.json()["code"] == "document_not_found"
     bad = embedded_env.client.post(
-        "/v1/documents", json={"type_code": "nope", "title": "x"}, headers=embedded_env.headers(owner)
+        "/v1/documents",
+        json={"type_code": "nope", "title": "x"},
+        headers=embedded_env.headers(owner),
     )
     assert bad.status_code == 422 and bad.json()["code"] == "unknown_document_type"
     malformed = embedded_env.client.post(
