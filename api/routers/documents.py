@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Annotated, Any
@@ -99,6 +100,18 @@ def list_versions(document_id: uuid.UUID, owner: CurrentOwner, documents: Docume
     return VersionList(
         items=[content_out(v) for v in documents.versions(owner.account_id, document_id)]
     )
+
+
+def _primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """Decrypt the first segment before the status line is sent.
+
+    A missing object, a wrong key or a tampered header then becomes a proper problem response
+    instead of a 200 whose body breaks off.
+    """
+    first = next(chunks, None)
+    if first is None:
+        return iter(())
+    return itertools.chain((first,), chunks)
 
 
 def _body_chunks(request: Request) -> Iterator[bytes]:
@@ -208,13 +221,13 @@ def download_content(
         headers["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end - 1}/{opened.size}"
         headers["Content-Length"] = str(byte_range.length)
         return StreamingResponse(
-            opened.iter_bytes(byte_range),
+            _primed(opened.iter_bytes(byte_range)),
             status_code=status.HTTP_206_PARTIAL_CONTENT,
             media_type=media_type,
             headers=headers,
         )
     headers["Content-Length"] = str(opened.size)
-    return StreamingResponse(opened.iter_bytes(), media_type=media_type, headers=headers)
+    return StreamingResponse(_primed(opened.iter_bytes()), media_type=media_type, headers=headers)
 
 
 @router.delete(
