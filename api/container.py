@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def build_key_provider(settings: Settings) -> KeyProvider:
             raise ConfigurationError(detail_en="KHO_MASTER_KEY_FILE: required in production")
         path = settings.generated_master_key_file
         if not path.exists():
-            generate_key_file(path)
+            # Two processes may start at once: the loser of the race uses the winner's key.
+            with contextlib.suppress(FileExistsError):
+                generate_key_file(path)
     return FileKeyProvider(path)
 
 

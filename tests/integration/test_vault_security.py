@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+from collections.abc import Iterator
 from contextlib import closing
 
 import pytest
@@ -128,7 +129,7 @@ def test_large_upload_and_download_through_the_api(kho_env: KhoEnv) -> None:
     doc = create_document(kho_env, owner)
     block = os.urandom(1 << 20)
 
-    def body():  # type: ignore[no-untyped-def]
+    def body() -> Iterator[bytes]:
         yield b"%PDF-1.7\n"
         for _ in range(64):
             yield block
