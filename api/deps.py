@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from api.container import Container
-from common.errors import Conflict, Unauthenticated
+from common.errors import Conflict, Forbidden, Unauthenticated
 from identity.service import IdentityService
 from storage.db import DatabaseUnavailable
 from vault.keyring import Keyring
@@ -97,6 +97,27 @@ def get_owner(request: Request, container: ContainerDep, session: DbSession) -> 
 
 
 CurrentOwner = Annotated[OwnerPrincipal, Depends(get_owner)]
+
+
+@dataclass(frozen=True)
+class OperatorPrincipal:
+    """An operator (or operator tool) holding a token with the ``kho:admin`` scope."""
+
+    subject: str
+    client_id: str | None
+
+
+ADMIN_SCOPE = "kho:admin"
+
+
+def get_operator(request: Request, container: ContainerDep) -> OperatorPrincipal:
+    claims = container.tokens.validate(_bearer(request))
+    if ADMIN_SCOPE not in claims.scopes:
+        raise Forbidden("Cần quyền quản trị (kho:admin).", "The kho:admin scope is required.")
+    return OperatorPrincipal(claims.subject, claims.client_id)
+
+
+CurrentOperator = Annotated[OperatorPrincipal, Depends(get_operator)]
 
 
 def get_document_service(container: ContainerDep, session: DbSession) -> DocumentService:

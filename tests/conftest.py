@@ -100,6 +100,16 @@ class KhoEnv:
     def headers(self, owner: Owner, **extra: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token_for(owner)}", **extra}
 
+    def operator_headers(self, **extra: str) -> dict[str, str]:
+        """Headers of an operator tool holding the ``kho:admin`` scope."""
+        token = self.container.issuer.access_token(
+            subject="operator-test",
+            audience=API_AUDIENCE,
+            client_id="operator-cli",
+            scopes=["kho:admin"],
+        )
+        return {"Authorization": f"Bearer {token}", **extra}
+
 
 @dataclass(frozen=True)
 class Owner:
