@@ -26,6 +26,11 @@ class ObjectStoreKind(StrEnum):
     s3 = "s3"
 
 
+class SsoMode(StrEnum):
+    embedded = "embedded"
+    keycloak = "keycloak"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KHO_", extra="ignore", frozen=True)
 
@@ -50,6 +55,15 @@ class Settings(BaseSettings):
 
     eid_simulator: bool = True
     eid_discovery_url: str | None = None
+    eid_client_id: str = "kho"
+    eid_client_secret: SecretStr | None = None
+
+    sso_mode: SsoMode = SsoMode.embedded
+    keycloak_url: str | None = None
+    keycloak_realm: str = "kho"
+    keycloak_admin_user: str | None = None
+    keycloak_admin_password: SecretStr | None = None
+    api_audience: str = "kho-api"
 
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
@@ -113,6 +127,10 @@ class Settings(BaseSettings):
             ):
                 if not value:
                     raise ConfigurationError(detail_en=f"{name}: required when KHO_OBJECT_STORE=s3")
+        if self.sso_mode is SsoMode.keycloak and not self.keycloak_url:
+            raise ConfigurationError(
+                detail_en="KHO_KEYCLOAK_URL: required when KHO_SSO_MODE=keycloak"
+            )
         if not self.eid_simulator and not self.eid_discovery_url:
             raise ConfigurationError(
                 detail_en="KHO_EID_DISCOVERY_URL: required when KHO_EID_SIMULATOR is false"
