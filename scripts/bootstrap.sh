@@ -11,10 +11,12 @@ python_bin="${KHO_PYTHON:-python3}"
   || die "Python 3.11 or newer is needed (set KHO_PYTHON)"
 
 deps_hash=$("$python_bin" - <<'PY'
-import hashlib, sys, tomllib
+import hashlib, os, sys, tomllib
 with open("pyproject.toml", "rb") as f:
     p = tomllib.load(f)["project"]
-text = repr((sys.version_info[:2], p["dependencies"], p["optional-dependencies"]))
+# The checkout path is part of the key: the project is installed editable, so two clones
+# sharing one environment would import each other's code.
+text = repr((sys.version_info[:2], p["dependencies"], p["optional-dependencies"], os.getcwd()))
 print(hashlib.sha256(text.encode()).hexdigest()[:16])
 PY
 )
@@ -30,6 +32,6 @@ if [ ! -x "$venv/bin/python" ] || [ ! -f "$venv/.complete" ]; then
   "$venv/bin/pip" install -q -e ".[dev]"
   touch "$venv/.complete"
 fi
-# Link this checkout (editable) into the shared environment: cheap, no dependency resolution.
+# Re-link this checkout (editable): cheap, no dependency resolution.
 "$venv/bin/pip" install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1
 ln -sfn "$venv" .venv
