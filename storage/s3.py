@@ -4,15 +4,14 @@ Only ordinary S3 calls are made (PutObject, multipart upload, GetObject with Ran
 DeleteObject, ListObjectsV2, HeadBucket, CreateBucket), all through the ``minio`` SDK, so another
 S3 server can replace MinIO.
 
-* ``put`` of unknown length streams through the SDK's multipart upload (``length=-1``): it reads
-  one part (``part_size``, 8 MiB by default) at a time from an adapter over the chunk iterator.
-  Parts are uploaded sequentially in the calling thread by default (``parallel_uploads=1``), so
-  a put holds about three parts of memory at its peak (the part being sent, and the next being
-  assembled). With ``parallel_uploads=n`` the SDK keeps up to ``n`` more parts in flight in its
-  own threads, which is faster (``bench/objectstore.py``) but, in SDK 7.2, leaves those threads
-  blocked forever when the chunk source fails mid-upload and notices a failed part only after
-  the whole source has been read; hence not the default. An object smaller than one part is sent
-  as a single PutObject (including an empty one).
+* ``put`` of unknown length reads one part (``part_size``, 8 MiB by default) at a time from an
+  adapter over the chunk iterator. A source that ends within the first part is one PutObject
+  (including an empty one). Otherwise Kho drives the multipart upload itself (CreateMultipart,
+  UploadPart, Complete, or Abort on any failure) with up to ``parallel_uploads`` parts in flight
+  (2 by default) while the next part is read, so reading and encrypting overlap the network.
+  This uses four of the SDK's underscore methods, because its public ``put_object`` with
+  parallel parts leaves threads blocked when the source fails mid-upload (SDK 7.2); the object
+  store contract suite pins the behaviour.
 * Metadata travels as a single ``x-amz-meta-kho`` header holding
   :func:`storage.objects.encode_metadata` (percent-encoded UTF-8 JSON), because S3 user metadata
   is ASCII-only and its header names are case-insensitive.
@@ -26,14 +25,20 @@ S3 server can replace MinIO.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import BinaryIO, TypeVar, cast
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar, cast
 
 import urllib3
 from minio import Minio
+from minio.datatypes import Part
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
+from minio.helpers import genheaders
 from urllib3.response import BaseHTTPResponse
 
 from storage.errors import ObjectCorrupt, ObjectNotFound, ObjectStoreUnavailable
@@ -155,7 +160,7 @@ class S3ObjectStore:
         secure: bool = False,
         region: str | None = None,
         part_size: int = 8 * MiB,
-        parallel_uploads: int = 1,
+        parallel_uploads: int = 2,
         connect_timeout: float = 2.0,
         read_timeout: float = 120.0,
         max_connections: int = 16,
@@ -216,31 +221,93 @@ class S3ObjectStore:
     def put(
         self, key: str, chunks: Iterable[bytes], *, metadata: Mapping[str, str] | None = None
     ) -> ObjectInfo:
+        """Streamed put of unknown length with bounded memory.
+
+        The first part decides: a source that ends within one part is a single PutObject;
+        otherwise a multipart upload runs with up to ``parallel_uploads`` parts in flight while
+        the next part is read from the source, so reading (and encrypting) overlaps sending.
+        Memory is at most ``(parallel_uploads + 1) * part_size``. If the source or the store
+        fails, in-flight parts finish, the upload is aborted and the original error is raised.
+        """
         validate_key(key)
         meta = validate_metadata(metadata)
-        headers: dict[str, str | list[str] | tuple[str]] | None = (
-            {METADATA_HEADER: encode_metadata(meta)} if meta else None
+        headers: dict[str, str | list[str] | tuple[str]] = (
+            {METADATA_HEADER: encode_metadata(meta)} if meta else {}
         )
         stream = _ChunkStream(chunks)
         try:
+            first = stream.read(self._part_size)
+        except _SourceFailedError:
+            assert stream.error is not None
+            raise stream.error from None
+        if len(first) < self._part_size:
             result = self._call(
                 lambda: self._client.put_object(
                     self._bucket,
                     key,
-                    # The SDK only ever calls read(n) on its data argument.
-                    cast(BinaryIO, stream),
-                    length=-1,
-                    part_size=self._part_size,
-                    num_parallel_uploads=self._parallel_uploads,
-                    metadata=headers,
+                    io.BytesIO(first),
+                    len(first),
+                    metadata=cast("Any", headers or None),
                 )
             )
-        except (_SourceFailedError, ObjectStoreUnavailable):
-            if stream.error is not None:
-                # The caller's own failure, passed on untouched (the SDK aborted the upload).
-                raise stream.error from None
+            return ObjectInfo(key=key, size=stream.size, etag=result.etag, metadata=meta)
+        etag = self._multipart(key, first, stream, headers)
+        return ObjectInfo(key=key, size=stream.size, etag=etag, metadata=meta)
+
+    def _multipart(
+        self,
+        key: str,
+        first: bytes,
+        stream: _ChunkStream,
+        headers: dict[str, str | list[str] | tuple[str]],
+    ) -> str:
+        client = self._client
+        sdk_headers = genheaders(cast("Any", headers), None, None, None, False)
+        upload_id: str = self._call(
+            lambda: client._create_multipart_upload(self._bucket, key, sdk_headers)
+        )
+        pending: deque[Future[tuple[int, str]]] = deque()
+        parts: list[Part] = []
+
+        def send(number: int, data: bytes) -> tuple[int, str]:
+            etag = client._upload_part(self._bucket, key, data, None, upload_id, number)
+            return number, str(etag)
+
+        def collect(future: Future[tuple[int, str]]) -> None:
+            number, etag = self._call(future.result)
+            parts.append(Part(number, etag))
+
+        pool = ThreadPoolExecutor(max_workers=self._parallel_uploads, thread_name_prefix="s3-part")
+        try:
+            data, number = first, 1
+            while data:
+                if len(pending) >= self._parallel_uploads:
+                    collect(pending.popleft())
+                pending.append(pool.submit(send, number, data))
+                number += 1
+                if len(data) < self._part_size:
+                    break
+                try:
+                    data = stream.read(self._part_size)
+                except _SourceFailedError:
+                    assert stream.error is not None
+                    raise stream.error from None
+            while pending:
+                collect(pending.popleft())
+            parts.sort(key=lambda part: part.part_number)
+            result = self._call(
+                lambda: client._complete_multipart_upload(self._bucket, key, upload_id, parts)
+            )
+            return str(result.etag)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+            with contextlib.suppress(Exception):
+                client._abort_multipart_upload(self._bucket, key, upload_id)
             raise
-        return ObjectInfo(key=key, size=stream.size, etag=result.etag, metadata=meta)
+        finally:
+            pool.shutdown(wait=True)
 
     def get(self, key: str, *, offset: int = 0, length: int | None = None) -> ObjectReader:
         validate_key(key)
