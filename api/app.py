@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,7 +11,17 @@ from fastapi import FastAPI
 from api.container import Container, build_container
 from api.errors import install_error_handlers
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
-from api.routers import documents, health, me, wellknown
+from api.routers import (
+    admin,
+    admin_clients,
+    delegations,
+    dev_eid,
+    documents,
+    health,
+    me,
+    oidc,
+    wellknown,
+)
 from common.settings import Settings, load_settings
 from sso.keys import SigningKeyService
 from storage.db import session_scope
@@ -41,6 +52,10 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     settings = settings or (container.settings if container else load_settings())
     configure_logging(settings.log_level, json=settings.log_json)
     owned = container is None
+    if settings.public_url.startswith(("http://127.0.0.1", "http://localhost")):
+        # authlib refuses plain-HTTP URLs unless told otherwise; only a loopback issuer (the
+        # embedded default, tests) may run without TLS. Production requires https (Settings).
+        os.environ.setdefault("AUTHLIB_INSECURE_TRANSPORT", "1")
     container = container or build_container(settings)
 
     @asynccontextmanager
@@ -63,7 +78,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.container = container
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (health, wellknown, me, documents):
+    for module in (health, wellknown, oidc, me, documents, delegations, admin, admin_clients):
         app.include_router(module.router)
+    if settings.eid_simulator and not settings.is_production:
+        app.include_router(dev_eid.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -8,6 +8,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from api.cli_keycloak import keycloak_app
 from common.errors import KhoError
 from common.settings import Settings, load_settings
 
@@ -23,6 +24,7 @@ keys_app = typer.Typer(help="Master keys.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(storage_app, name="storage")
 app.add_typer(keys_app, name="keys")
+app.add_typer(keycloak_app, name="keycloak")
 
 T = TypeVar("T")
 

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import Clock, SystemClock
 from common.errors import ConfigurationError
-from common.settings import ObjectStoreKind, Settings
+from common.settings import ObjectStoreKind, Settings, SsoMode
+from sso.federation import UpstreamProvider
+from sso.jwks import RemoteKeySource
+from sso.keycloak import keycloak_token_validator
 from sso.keys import CachedKeys
+from sso.simulator import EidSimulator
 from sso.tokens import AccessTokenValidator, TokenIssuer
 from storage.db import create_db_engine, make_session_factory
 from storage.local import LocalObjectStore
@@ -34,9 +40,17 @@ class Container:
     signing_keys: CachedKeys
     tokens: AccessTokenValidator
     issuer: TokenIssuer
+    upstream: UpstreamProvider
+    simulator: EidSimulator | None
+    http: httpx.Client
     clock: Clock = field(default_factory=SystemClock)
 
+    @property
+    def issuer_url(self) -> str:
+        return self.settings.public_url.rstrip("/")
+
     def close(self) -> None:
+        self.http.close()
         self.engine.dispose()
 
 
@@ -81,6 +95,8 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
     clock = clock or SystemClock()
     signing_keys = CachedKeys(sessions, MasterKeySealer(keys), clock)
     issuer_url = settings.public_url.rstrip("/")
+    http = httpx.Client(timeout=httpx.Timeout(10.0, connect=3.0), follow_redirects=False)
+    simulator, upstream = build_upstream(settings, clock, http)
     return Container(
         settings=settings,
         engine=engine,
@@ -88,9 +104,68 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         objects=build_object_store(settings),
         keys=keys,
         signing_keys=signing_keys,
-        tokens=AccessTokenValidator(
-            issuer=issuer_url, audience=API_AUDIENCE, keys=signing_keys, clock=clock
-        ),
+        tokens=build_token_validator(settings, signing_keys, clock, http),
         issuer=TokenIssuer(issuer_url, signing_keys, clock),
+        upstream=upstream,
+        simulator=simulator,
+        http=http,
+        clock=clock,
+    )
+
+
+def build_token_validator(
+    settings: Settings, signing_keys: CachedKeys, clock: Clock, http: httpx.Client
+) -> AccessTokenValidator:
+    """The API accepts the tokens of Kho's own provider, or in Keycloak mode the realm's."""
+    if settings.sso_mode is SsoMode.keycloak:
+        assert settings.keycloak_url  # Settings.check_complete
+        return keycloak_token_validator(
+            settings.keycloak_url, settings.keycloak_realm, settings.api_audience, clock, http
+        )
+    return AccessTokenValidator(
+        issuer=settings.public_url.rstrip("/"),
+        audience=settings.api_audience,
+        keys=signing_keys,
+        clock=clock,
+    )
+
+
+def build_upstream(
+    settings: Settings, clock: Clock, http: httpx.Client
+) -> tuple[EidSimulator | None, UpstreamProvider]:
+    """The national e-ID as Kho's upstream: the real one, or the development simulator."""
+    issuer_url = settings.public_url.rstrip("/")
+    callback = issuer_url + "/oauth2/eid/callback"
+
+    def keys(issuer: str, client: httpx.Client) -> RemoteKeySource:
+        return RemoteKeySource(issuer, client)
+
+    if settings.eid_simulator:
+        secret = secrets.token_urlsafe(24)
+        simulator = EidSimulator(
+            issuer=issuer_url + "/dev/eid",
+            client_id=settings.eid_client_id,
+            client_secret=secret,
+            clock=clock,
+        )
+        return simulator, UpstreamProvider(
+            discovery_url=simulator.discovery_url,
+            client_id=settings.eid_client_id,
+            client_secret=secret,
+            redirect_uri=callback,
+            http=httpx.Client(transport=simulator.transport()),
+            keys_factory=keys,
+            clock=clock,
+        )
+    assert settings.eid_discovery_url
+    return None, UpstreamProvider(
+        discovery_url=settings.eid_discovery_url,
+        client_id=settings.eid_client_id,
+        client_secret=settings.eid_client_secret.get_secret_value()
+        if settings.eid_client_secret
+        else "",
+        redirect_uri=callback,
+        http=http,
+        keys_factory=keys,
         clock=clock,
     )

@@ -19,8 +19,12 @@ from sqlalchemy.orm import Session
 
 from api.container import Container
 from common.errors import Conflict, Forbidden, Unauthenticated
+from common.settings import SsoMode
 from identity.service import IdentityService
-from storage.db import DatabaseUnavailable
+from sso.errors import InvalidToken
+from sso.keycloak import eid_acr, profile_from_keycloak_claims
+from sso.repository import SsoRepository
+from storage.db import DatabaseUnavailable, run_after_commit
 from vault.keyring import Keyring
 from vault.service import DocumentService, UploadJournal
 
@@ -50,7 +54,7 @@ def get_session(container: ContainerDep) -> Iterator[Session]:
         except OperationalError:
             session.rollback()
             raise DatabaseUnavailable() from None
-        for callback in session.info.pop("after_commit", []):
+        for callback in run_after_commit(session):
             try:
                 callback()
             except Exception:  # noqa: BLE001 - cleanup is retried by the sweeper
@@ -88,10 +92,21 @@ def _bearer(request: Request) -> str:
 
 def get_owner(request: Request, container: ContainerDep, session: DbSession) -> OwnerPrincipal:
     claims = container.tokens.validate(_bearer(request))
+    if container.settings.sso_mode is SsoMode.keycloak:
+        # Keycloak's `sub` is its own user id, not a Kho account: the citizen is found, or
+        # enrolled on first use, from the e-ID claims Keycloak copied at the brokered login.
+        # Revocation is Keycloak's (short-lived tokens), not Kho's jti list.
+        profile = profile_from_keycloak_claims(claims.raw)
+        account = IdentityService(session, container.clock).enrol_citizen(profile)
+        return OwnerPrincipal(
+            account.id, eid_acr(profile.eid_level), claims.auth_time, claims.client_id
+        )
     try:
         account_id = uuid.UUID(claims.subject)
     except ValueError:
         raise Unauthenticated() from None
+    if claims.token_id is None or SsoRepository(session).revoked_jti(claims.token_id):
+        raise InvalidToken()
     IdentityService(session, container.clock).active_account(account_id)
     return OwnerPrincipal(account_id, claims.acr, claims.auth_time, claims.client_id)
 

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
                 detail_en="KHO_EID_SIMULATOR: the development e-ID simulator is refused in "
                 "production; set it to false and configure KHO_EID_DISCOVERY_URL"
             )
+        if not self.public_url.startswith("https://"):
+            raise ConfigurationError(
+                detail_en="KHO_PUBLIC_URL: production needs an https:// issuer URL"
+            )
         if self.uses_generated_master_key:
             raise ConfigurationError(
                 detail_en="KHO_MASTER_KEY_FILE / KHO_MASTER_KEYS: production refuses a "

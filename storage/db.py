@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -98,6 +98,21 @@ class DatabaseUnavailable(ServiceUnavailable):
     title_en = "Database temporarily unavailable"
 
 
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the unit of work has committed (never if it rolls back).
+
+    For effects outside the database that must only follow a durable change: deleting the
+    objects of a shredded document, notifying clients of a logout.
+    """
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def run_after_commit(session: Session) -> list[Callable[[], None]]:
+    """Take the callbacks registered on ``session`` (the unit of work runs them)."""
+    callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
+    return callbacks
+
+
 @contextmanager
 def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
     """One unit of work: commit once on success, roll back on any error."""
@@ -110,6 +125,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+    for callback in run_after_commit(session):
+        callback()
 
 
 def ping(engine: Engine) -> None:

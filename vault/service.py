@@ -17,7 +17,7 @@ import struct
 import unicodedata
 import uuid
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import closing, suppress
 from dataclasses import dataclass
 
@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import Clock
+from storage.db import after_commit
 from storage.objects import ObjectStore
 from storage.repository import IdempotencyRepository
 from vault import crypto
@@ -88,11 +89,6 @@ def sanitise_filename(name: str | None, media_type: str) -> str:
     if dot and ("." + ext.lower()) in (extension, ".jpeg", ".tif"):
         return base
     return base + extension
-
-
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the unit of work has committed (never if it rolls back)."""
-    session.info.setdefault("after_commit", []).append(callback)
 
 
 def _key_id(version_id: uuid.UUID, vault_key_version: int) -> bytes:
