@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
+import structlog
 from fastapi import FastAPI
 
-from api.container import Container, build_container
+from api.container import Container, HttpWebhookPoster, build_container
 from api.errors import install_error_handlers
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
+from api.web import prepare_web
+from api.web import router as web_router
 from api.routers import (
+    access_log,
     admin,
     admin_clients,
+    admin_keys,
+    admin_webhooks,
+    agency,
+    catalogue,
+    consents,
     delegations,
     dev_eid,
     documents,
     health,
+    issuance,
     me,
     oidc,
+    reuse,
+    statutory,
     wellknown,
 )
 from common.settings import Settings, load_settings
-from sso.keys import SigningKeyService
+from consent.service import WebhookDispatcher
+from sso.demo import ensure_demo_clients
+from sso.keys import ProviderJwsSigner, SigningKeyService
 from storage.db import session_scope
 from storage.s3 import S3ObjectStore
 from vault.catalogue import ensure_starter_catalogue
@@ -45,7 +62,37 @@ def prepare(container: Container) -> None:
             session, MasterKeySealer(container.keys), container.clock
         ).ensure_current()
         ensure_starter_catalogue(session)
+        settings = container.settings
+        if settings.eid_simulator and not settings.is_production:
+            ensure_demo_clients(session, container.clock, container.issuer_url, settings.data_dir)
     container.signing_keys.invalidate()
+    prepare_web(container)
+
+
+async def _deliver_webhooks(container: Container) -> None:
+    """Drain the webhook outbox in the background; each process may run it (rows are claimed)."""
+    dispatcher = WebhookDispatcher(
+        container.sessions,
+        container.clock,
+        signer=ProviderJwsSigner(container.signing_keys),
+        poster=HttpWebhookPoster(container.http),
+        issuer=container.issuer_url,
+    )
+    log = structlog.get_logger("kho.webhooks")
+    while True:
+        await asyncio.sleep(container.settings.webhook_interval_seconds)
+        try:
+            report = await anyio.to_thread.run_sync(dispatcher.run_once)
+        except Exception:  # noqa: BLE001 - the next round retries; the outbox keeps the work
+            log.warning("webhook_round_failed")
+            continue
+        if report.delivered or report.failed or report.retried:
+            log.info(
+                "webhooks",
+                delivered=report.delivered,
+                retried=report.retried,
+                failed=report.failed,
+            )
 
 
 def create_app(settings: Settings | None = None, *, container: Container | None = None) -> FastAPI:
@@ -61,7 +108,16 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         prepare(container)
+        worker = (
+            asyncio.create_task(_deliver_webhooks(container))
+            if settings.webhook_interval_seconds > 0
+            else None
+        )
         yield
+        if worker is not None:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
         if owned:
             container.close()
 
@@ -78,8 +134,27 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.state.container = container
     app.state.metrics = metrics
     install_error_handlers(app)
-    for module in (health, wellknown, oidc, me, documents, delegations, admin, admin_clients):
+    for module in (
+        health,
+        wellknown,
+        oidc,
+        me,
+        documents,
+        consents,
+        delegations,
+        agency,
+        statutory,
+        issuance,
+        access_log,
+        catalogue,
+        reuse,
+        admin,
+        admin_clients,
+        admin_keys,
+        admin_webhooks,
+    ):
         app.include_router(module.router)
+    app.include_router(web_router)
     if settings.eid_simulator and not settings.is_production:
         app.include_router(dev_eid.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)

@@ -8,6 +8,9 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from api.cli_audit import audit_app
+from api.cli_catalogue import catalogue_app
+from api.cli_clients import clients_app
 from api.cli_keycloak import keycloak_app
 from common.errors import KhoError
 from common.settings import Settings, load_settings
@@ -25,6 +28,9 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(storage_app, name="storage")
 app.add_typer(keys_app, name="keys")
 app.add_typer(keycloak_app, name="keycloak")
+app.add_typer(audit_app, name="audit")
+app.add_typer(clients_app, name="clients")
+app.add_typer(catalogue_app, name="catalogue")
 
 T = TypeVar("T")
 
@@ -56,11 +62,14 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address (default KHO_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default KHO_PORT)")] = None,
     migrate: Annotated[bool, typer.Option(help="Apply migrations first")] = True,
+    workers: Annotated[
+        int | None, typer.Option(min=1, max=64, help="API processes (default KHO_WORKERS)")
+    ] = None,
 ) -> None:
     """Serve Kho. With no configuration: SQLite and objects under ./var, a generated dev key."""
     import uvicorn
 
-    from api.app import create_app
+    from api.app import create_app, prepare
     from api.container import build_container
     from storage.migrate import upgrade
 
@@ -74,6 +83,24 @@ def serve(
             f"generated master key in {settings.data_dir}. Not for real data. ***",
             err=True,
         )
+    processes = workers or settings.workers
+    if processes > 1:
+        # Each worker process builds its own app from the same KHO_* settings; everything
+        # shared (sessions, keys, rate state) lives in the database, so they are interchangeable.
+        # Start-up work runs once here, so the workers find it done and do not race on it.
+        prepare(container)
+        container.close()
+        uvicorn.run(
+            "api.app:create_app",
+            factory=True,
+            workers=processes,
+            host=host or settings.host,
+            port=port or settings.port,
+            log_config=None,
+            access_log=False,
+            proxy_headers=False,
+        )
+        return
     application = create_app(settings, container=container)
     uvicorn.run(
         application,

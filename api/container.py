@@ -169,3 +169,19 @@ def build_upstream(
         keys_factory=keys,
         clock=clock,
     )
+
+
+class HttpWebhookPoster:
+    """Posts webhook bodies with the process's shared HTTP client (short time-outs)."""
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def post(self, url: str, body: str) -> int:
+        try:
+            response = self.http.post(
+                url, content=body, headers={"Content-Type": "application/jwt"}, timeout=10
+            )
+        except httpx.HTTPError as exc:
+            raise OSError(str(type(exc).__name__)) from exc
+        return response.status_code

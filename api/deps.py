@@ -20,13 +20,26 @@ from sqlalchemy.orm import Session
 from api.container import Container
 from common.errors import Conflict, Forbidden, Unauthenticated
 from common.settings import SsoMode
-from identity.service import IdentityService
+from consent.audit import AuditWriter
+from consent.errors import NotAnAgencyClient, NotAnOfficial
+from consent.service import (
+    AgencyActor,
+    ConsentService,
+    OfficialActor,
+    OwnerActor,
+    StatutoryAccessService,
+)
+from identity.models import DelegationScope
+from identity.repository import AgencyRepository
+from identity.service import DelegationService, IdentityService
 from sso.errors import InvalidToken
 from sso.keycloak import eid_acr, profile_from_keycloak_claims
+from sso.keys import ProviderJwsSigner
 from sso.repository import SsoRepository
-from storage.db import DatabaseUnavailable, run_after_commit
+from storage.db import DatabaseUnavailable, run_after_commit, run_after_rollback
 from vault.keyring import Keyring
-from vault.service import DocumentService, UploadJournal
+from vault.repository import CatalogueRequirements
+from vault.service import DocumentDirectory, DocumentService, UploadJournal
 
 log = structlog.get_logger("kho.deps")
 
@@ -61,6 +74,11 @@ def get_session(container: ContainerDep) -> Iterator[Session]:
                 log.warning("after_commit_failed")
     except BaseException:
         session.rollback()
+        for callback in run_after_rollback(session):
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - a refusal stands even if its record fails
+                log.warning("after_rollback_failed")
         raise
     finally:
         session.close()
@@ -133,6 +151,96 @@ def get_operator(request: Request, container: ContainerDep) -> OperatorPrincipal
 
 
 CurrentOperator = Annotated[OperatorPrincipal, Depends(get_operator)]
+
+
+AGENCY_SCOPE = "kho:agency"
+
+
+def get_agency(request: Request, container: ContainerDep, session: DbSession) -> AgencyActor:
+    """An agency back-end: a client-credentials token of a client bound to an active agency."""
+    claims = container.tokens.validate(_bearer(request))
+    if AGENCY_SCOPE not in claims.scopes or claims.client_id is None:
+        raise Forbidden("Cần quyền kho:agency.", "The kho:agency scope is required.")
+    if claims.token_id is None or SsoRepository(session).revoked_jti(claims.token_id):
+        raise InvalidToken()
+    agency_id = SsoRepository(session).active_agency_of_client(claims.client_id)
+    if agency_id is None:
+        raise NotAnAgencyClient()
+    return AgencyActor(client_id=claims.client_id, agency_id=agency_id)
+
+
+CurrentAgency = Annotated[AgencyActor, Depends(get_agency)]
+
+
+def get_consent_service(container: ContainerDep, session: DbSession) -> ConsentService:
+    return ConsentService(
+        session,
+        container.clock,
+        issuer=container.issuer_url,
+        signer=ProviderJwsSigner(container.signing_keys),
+        documents=DocumentDirectory(session),
+        denials=AuditWriter(container.sessions, container.clock),
+        procedures=CatalogueRequirements(session),
+    )
+
+
+Consents = Annotated[ConsentService, Depends(get_consent_service)]
+
+
+def get_consent_actor(
+    request: Request, owner: CurrentOwner, container: ContainerDep, session: DbSession
+) -> OwnerActor:
+    """The owner themself, or a delegate acting for ``X-On-Behalf-Of`` within their delegation
+    (scope ``consents:decide``); both identities end up in the access log."""
+    on_behalf = request.headers.get("x-on-behalf-of")
+    if not on_behalf:
+        return OwnerActor(owner_id=owner.account_id, account_id=owner.account_id)
+    try:
+        principal = uuid.UUID(on_behalf)
+    except ValueError:
+        raise Forbidden("Không có quyền đại diện.", "No delegation for that owner.") from None
+    delegation = DelegationService(session, container.clock).active_delegation(
+        principal, owner.account_id, DelegationScope.consents_decide
+    )
+    if delegation is None:
+        raise Forbidden("Không có quyền đại diện.", "No delegation for that owner.")
+    return OwnerActor(owner_id=principal, account_id=owner.account_id)
+
+
+ConsentActor = Annotated[OwnerActor, Depends(get_consent_actor)]
+
+
+def get_official(request: Request, owner: CurrentOwner, session: DbSession) -> OfficialActor:
+    """A signed-in person acting as an official of one agency (``X-Agency-Id`` picks which when
+    they hold posts in several)."""
+    posts = AgencyRepository(session).officials_of_account(owner.account_id)
+    wanted = request.headers.get("x-agency-id")
+    if wanted:
+        posts = [p for p in posts if str(p.agency_id) == wanted]
+    if len(posts) != 1:
+        raise NotAnOfficial()
+    post = posts[0]
+    return OfficialActor(
+        official_id=post.id,
+        account_id=owner.account_id,
+        agency_id=post.agency_id,
+        roles=frozenset(role.value for role in post.roles),
+    )
+
+
+CurrentOfficial = Annotated[OfficialActor, Depends(get_official)]
+
+
+def get_statutory_service(container: ContainerDep, session: DbSession) -> StatutoryAccessService:
+    return StatutoryAccessService(
+        session,
+        container.clock,
+        documents=DocumentDirectory(session),
+        denials=AuditWriter(container.sessions, container.clock),
+    )
+
+
+StatutoryAccesses = Annotated[StatutoryAccessService, Depends(get_statutory_service)]
 
 
 def get_document_service(container: ContainerDep, session: DbSession) -> DocumentService:

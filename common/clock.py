@@ -30,3 +30,17 @@ class FixedClock:
 
     def advance(self, delta: dt.timedelta) -> None:
         self._at += delta
+
+
+class OffsetClock:
+    """Real time shifted by an adjustable offset: tests move it forward without sleeping,
+    while everything time-dependent (tokens, windows, lapses) stays consistent."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta(0)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+    def advance(self, delta: dt.timedelta) -> None:
+        self.offset += delta

@@ -64,10 +64,12 @@ class Settings(BaseSettings):
     keycloak_admin_user: str | None = None
     keycloak_admin_password: SecretStr | None = None
     api_audience: str = "kho-api"
+    webhook_interval_seconds: float = Field(default=5.0, ge=0)
 
     public_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="API processes (use the core count)")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
     log_level: str = "INFO"
     log_json: bool = True

@@ -156,6 +156,19 @@ class AgencyRepository(_Repository):
             query = query.where(Official.active.is_(active))
         return self.session.scalars(query.order_by(Official.full_name, Official.id)).all()
 
+    def officials_of_account(self, account_id: uuid.UUID) -> Sequence[Official]:
+        """The active official posts of a signed-in person, in active agencies."""
+        return self.session.scalars(
+            select(Official)
+            .join(Agency, Agency.id == Official.agency_id)
+            .where(
+                Official.citizen_account_id == account_id,
+                Official.active.is_(True),
+                Agency.active.is_(True),
+            )
+            .order_by(Official.created_at)
+        ).all()
+
     def unlinked_officials_unscoped(self, personal_id: str) -> Sequence[Official]:
         """Officials of any agency registered under ``personal_id`` but not yet signed in."""
         return self.session.scalars(

@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.engine import Engine
 
+import consent.models
 import identity.models
 import sso.models
 import storage.models
@@ -13,7 +14,7 @@ import vault.models
 from storage.db import Base, create_db_engine
 
 # The imports register every table on Base.metadata.
-_MODELS = (identity.models, sso.models, storage.models, vault.models)
+_MODELS = (consent.models, identity.models, sso.models, storage.models, vault.models)
 target_metadata = Base.metadata
 
 

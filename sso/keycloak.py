@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 KEYCLOAK_ALGORITHMS = ("RS256",)
 # Keycloak and Kho run on synchronised hosts; a minute of skew is generous, more is a fault.
 KEYCLOAK_LEEWAY_SECONDS = 60
-KEYCLOAK_ACCESS_TOKEN_TYPE = "Bearer"  # noqa: S105 - Keycloak's `typ` claim, not a secret
+KEYCLOAK_ACCESS_TOKEN_TYPE = "Bearer"
 
 IDP_ALIAS = "national-eid"
 CLAIMS_SCOPE = "national-eid"
@@ -220,7 +220,7 @@ def _merged(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-_SECRET_DIGEST_KEY = "khoClientSecretDigest"  # noqa: S105 - a config key name
+_SECRET_DIGEST_KEY = "khoClientSecretDigest"
 _SECRET_DIGEST_ITERATIONS = 200_000
 
 

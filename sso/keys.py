@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import secrets
 import threading
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ec
+from joserfc import jws
+from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -182,3 +185,28 @@ class CachedKeys:
     def invalidate(self) -> None:
         with self._lock:
             self._loaded_at = float("-inf")
+
+
+class ProviderJwsSigner:
+    """Implements ``consent.signing.JwsSigner`` with the provider's current ES256 key."""
+
+    def __init__(self, keys: CachedKeys) -> None:
+        self.keys = keys
+
+    def sign(self, claims: dict[str, Any], *, typ: str) -> str:
+        key = self.keys.signing_key()
+        header = {"alg": ALGORITHM, "kid": key.kid or "", "typ": typ}
+        payload = json.dumps(claims, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+        return jws.serialize_compact(header, payload.encode(), key, algorithms=[ALGORITHM])
+
+    def verify(self, token: str, *, typ: str) -> dict[str, Any]:
+        try:
+            obj = jws.deserialize_compact(token, self.keys.key_set(), algorithms=[ALGORITHM])
+        except JoseError as exc:
+            raise ValueError("invalid signature") from exc
+        if obj.headers().get("typ") != typ:
+            raise ValueError("unexpected type")
+        claims = json.loads(obj.payload)
+        if not isinstance(claims, dict):
+            raise ValueError("unexpected payload")
+        return claims

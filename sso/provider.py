@@ -23,6 +23,8 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -99,6 +101,53 @@ class ProviderContext:
         return self.issuer + "/oauth2/token"
 
 
+class ClientCache:
+    """Client registrations cached per process for a few seconds: the token endpoint is hot and
+    registrations rarely change. A change made in this process is seen at once; one made in
+    another process within ``ttl`` seconds. A deactivated client is refused by the API on its
+    next call regardless (``api.deps`` reads the client row on every agency request)."""
+
+    def __init__(self, ttl: float = 5.0) -> None:
+        self.ttl = ttl
+        self._rows: dict[str, tuple[float, OAuthClient]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, client_id: str) -> OAuthClient | None:
+        with self._lock:
+            hit = self._rows.get(client_id)
+        if hit is None or time.monotonic() - hit[0] > self.ttl:
+            return None
+        return hit[1]
+
+    def put(self, row: OAuthClient) -> None:
+        snapshot = OAuthClient(
+            client_id=row.client_id,
+            name=row.name,
+            kind=row.kind,
+            token_endpoint_auth_method=row.token_endpoint_auth_method,
+            secret_hash=row.secret_hash,
+            jwks=row.jwks,
+            redirect_uris=list(row.redirect_uris),
+            post_logout_redirect_uris=list(row.post_logout_redirect_uris),
+            backchannel_logout_uri=row.backchannel_logout_uri,
+            grant_types=list(row.grant_types),
+            scopes=list(row.scopes),
+            audiences=list(row.audiences),
+            agency_id=row.agency_id,
+            active=row.active,
+            created_at=row.created_at,
+        )
+        with self._lock:
+            self._rows[row.client_id] = (time.monotonic(), snapshot)
+
+    def forget(self, client_id: str) -> None:
+        with self._lock:
+            self._rows.pop(client_id, None)
+
+
+CLIENT_CACHE = ClientCache()
+
+
 # -- models as authlib sees them --------------------------------------------------------------
 
 
@@ -106,7 +155,7 @@ class Client(ClientMixin):  # type: ignore[misc]
     def __init__(self, row: OAuthClient) -> None:
         self.row = row
         self.client_id = row.client_id
-        self.id_token_signed_response_alg = "ES256"  # noqa: S105 - an algorithm name
+        self.id_token_signed_response_alg = "ES256"
 
     def get_client_id(self) -> str:
         return self.row.client_id
@@ -461,18 +510,44 @@ def _find_token(ctx: ProviderContext, token_string: str, hint: str | None) -> To
         except (ValueError, TypeError):
             jti = None
         if isinstance(jti, str):
+            # Only a token Kho itself signed counts: check the signature first.
+            try:
+                verified = jwt.decode(token_string, ctx.keys.key_set(), algorithms=["ES256"])
+            except JoseError:
+                return None
             row = ctx.repo.token_by_jti(jti)
+            if row is None:
+                row = _stateless_row(verified.claims)
             if row is not None:
-                # Only a token Kho itself signed counts: check the signature.
-                try:
-                    jwt.decode(token_string, ctx.keys.key_set(), algorithms=["ES256"])
-                except JoseError:
-                    return None
                 return Token(row, ctx, is_refresh=False)
     row = ctx.repo.token_by_refresh(digest(token_string))
     if row is not None:
         return Token(row, ctx, is_refresh=True)
     return None
+
+
+def _stateless_row(claims: dict[str, Any]) -> IssuedToken | None:
+    """A client-credentials access token is not stored (it has no user, session or refresh
+    token); introspection and revocation see it through a transient row built from its claims.
+    Revoking one stores a row, which the API's revocation check then finds."""
+    try:
+        issued = dt.datetime.fromtimestamp(int(claims["iat"]), dt.UTC)
+        expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC)
+        client_id = str(claims["client_id"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if claims.get("sub") != client_id:
+        return None
+    return IssuedToken(
+        id=uuid.uuid4(),
+        family_id=uuid.uuid4(),
+        client_id=client_id,
+        account_id=None,
+        scope=str(claims.get("scope", "")),
+        access_jti=str(claims["jti"]),
+        issued_at=issued,
+        access_expires_at=expires,
+    )
 
 
 class KhoIntrospection(IntrospectionEndpoint):  # type: ignore[misc]
@@ -521,8 +596,10 @@ class KhoRevocation(RevocationEndpoint):  # type: ignore[misc]
         now = self.ctx.clock.now()
         if token.is_refresh:
             self.ctx.repo.revoke_family(token.row.family_id, now)
-        else:
-            token.row.revoked_at = now
+            return
+        token.row.revoked_at = now
+        if token.row not in self.ctx.session:
+            self.ctx.repo.add(token.row)
 
 
 # -- the server -------------------------------------------------------------------------------
@@ -546,7 +623,11 @@ class KhoAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     # authlib's integration points
 
     def query_client(self, client_id: str) -> Client | None:
-        row = self.ctx.repo.client(client_id)
+        row = CLIENT_CACHE.get(client_id)
+        if row is None:
+            row = self.ctx.repo.client(client_id)
+            if row is not None:
+                CLIENT_CACHE.put(row)
         return Client(row) if row is not None and row.active else None
 
     def create_oauth2_request(self, request: HttpRequest | OAuth2Request) -> OAuth2Request:
@@ -597,10 +678,14 @@ class KhoAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return token
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        user: EndUser | None = request.user
+        if user is None and "refresh_token" not in token:
+            # Client credentials: a short-lived JWT with nothing to rotate or end; it is not
+            # stored (see _stateless_row). The API still checks the client on every call.
+            return
         now = self.ctx.clock.now()
         payload = token["access_token"].split(".")[1]
         claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        user: EndUser | None = request.user
         previous: IssuedToken | None = getattr(request, "previous_token", None)
         code = getattr(request, "authorization_code", None)
         refresh = token.get("refresh_token")

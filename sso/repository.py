@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from identity.models import Agency
 from sso.models import (
     AuthorizationCode,
     ClientAssertion,
@@ -39,6 +40,19 @@ class SsoRepository:
     # clients
     def client(self, client_id: str) -> OAuthClient | None:
         return self.session.get(OAuthClient, client_id)
+
+    def active_agency_of_client(self, client_id: str) -> uuid.UUID | None:
+        """The agency an active client is bound to, if that agency is active (one query)."""
+        agency_id: uuid.UUID | None = self.session.scalar(
+            select(Agency.id)
+            .join(OAuthClient, OAuthClient.agency_id == Agency.id)
+            .where(
+                OAuthClient.client_id == client_id,
+                OAuthClient.active.is_(True),
+                Agency.active.is_(True),
+            )
+        )
+        return agency_id
 
     def clients(self) -> Sequence[OAuthClient]:
         return self.session.scalars(select(OAuthClient).order_by(OAuthClient.client_id)).all()

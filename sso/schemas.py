@@ -4,9 +4,50 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, cast
 
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, model_validator
+
+PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+PUBLIC_KEY_TYPES = ("EC", "RSA", "OKP")
+ASSERTION_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+
+
+def public_jwks_problem(jwks: Any) -> str | None:
+    """Why ``jwks`` is not an acceptable set of a client's public keys, or None if it is.
+
+    A client registers public keys only: a JWKS carrying private members (``d``, ``p``,
+    ``q``...) or a symmetric key would put the client's secret into Kho's database.
+    """
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list):
+        return "a JWKS is a JSON object with a 'keys' array"
+    keys: list[Any] = jwks["keys"]
+    if not keys:
+        return "the JWKS has no keys"
+    for index, key in enumerate(keys, start=1):
+        if not isinstance(key, dict):
+            return f"key {index} is not a JSON object"
+        private = [member for member in PRIVATE_MEMBERS if member in key]
+        if private:
+            return (
+                f"key {index} holds private key material ({', '.join(private)}); "
+                "register only the public keys"
+            )
+        if key.get("kty") not in PUBLIC_KEY_TYPES:
+            return f"key {index}: kty must be one of {', '.join(PUBLIC_KEY_TYPES)}"
+        alg = key.get("alg")
+        if alg is not None and alg not in ASSERTION_ALGORITHMS:
+            return f"key {index}: alg must be one of {', '.join(ASSERTION_ALGORITHMS)}"
+        if len(keys) > 1 and not key.get("kid"):
+            return f"key {index} has no 'kid' (needed when the JWKS has several keys)"
+    try:
+        KeySet.import_key_set(cast("Any", jwks))
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        return f"the JWKS does not import: {exc}"
+    return None
+
 
 ClientKindName = Literal["portal", "agency", "operator", "relying_party"]
 AuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -47,6 +88,10 @@ class ClientIn(BaseModel):
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         method = self.token_endpoint_auth_method
+        if self.jwks is not None:
+            problem = public_jwks_problem(self.jwks)
+            if problem:
+                raise ValueError(problem)
         if method == "private_key_jwt" and not self.jwks:
             raise ValueError("private_key_jwt needs the client's public keys in 'jwks'")
         if "authorization_code" in self.grant_types and not self.redirect_uris:

@@ -38,7 +38,7 @@ from sso.federation import (
 from sso.http import Headers, HttpRequest, HttpResponse
 from sso.keys import CachedKeys
 from sso.models import FederationLogin, OAuthClient, SsoSession
-from sso.provider import EndUser, KhoAuthorizationServer, ProviderContext, digest
+from sso.provider import CLIENT_CACHE, EndUser, KhoAuthorizationServer, ProviderContext, digest
 from sso.repository import SsoRepository
 from sso.tokens import TokenIssuer
 from storage.db import after_commit
@@ -457,4 +457,5 @@ class ClientService:
         row.agency_id = registration.agency_id
         row.active = True
         self.session.flush()
+        CLIENT_CACHE.forget(row.client_id)
         return row, secret

@@ -20,7 +20,7 @@ from joserfc.jwk import ECKey, KeySet
 from common.clock import Clock
 from sso.errors import InvalidToken
 
-ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 - a media type, not a secret
+ACCESS_TOKEN_TYPE = "at+jwt"
 MAX_TOKEN_LENGTH = 8192
 
 

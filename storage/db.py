@@ -109,7 +109,23 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 def run_after_commit(session: Session) -> list[Callable[[], None]]:
     """Take the callbacks registered on ``session`` (the unit of work runs them)."""
+    session.info.pop("after_rollback", None)
     callbacks: list[Callable[[], None]] = session.info.pop("after_commit", [])
+    return callbacks
+
+
+def after_rollback(session: Session, callback: Callable[[], None]) -> None:
+    """Run ``callback`` once the unit of work has rolled back (never if it commits).
+
+    For records that must survive the failure they describe: a refused access is logged after
+    the refused request's transaction is gone, so it never waits on that transaction's locks.
+    """
+    session.info.setdefault("after_rollback", []).append(callback)
+
+
+def run_after_rollback(session: Session) -> list[Callable[[], None]]:
+    session.info.pop("after_commit", None)
+    callbacks: list[Callable[[], None]] = session.info.pop("after_rollback", [])
     return callbacks
 
 
@@ -122,6 +138,8 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.commit()
     except BaseException:
         session.rollback()
+        for rollback_callback in run_after_rollback(session):
+            rollback_callback()
         raise
     finally:
         session.close()

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from api.app import create_app, prepare
 from api.container import API_AUDIENCE, Container, build_container
+from common.clock import OffsetClock
 from common.settings import Settings
 from identity.service import CitizenProfile, IdentityService
 from storage.db import session_scope
@@ -54,6 +55,8 @@ def settings_for(backend: str, tmp: Path, **overrides: object) -> Settings:
         "log_json": True,
         "log_level": "WARNING",
         "max_upload_bytes": 80 * 1024 * 1024,
+        # Tests drive the webhook dispatcher themselves; no background rounds.
+        "webhook_interval_seconds": 0,
     }
     if backend == "postgres-minio":
         minio = require_minio()
@@ -71,7 +74,7 @@ def settings_for(backend: str, tmp: Path, **overrides: object) -> Settings:
 
 def build_ready_container(settings: Settings) -> Container:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    container = build_container(settings)
+    container = build_container(settings, clock=OffsetClock())
     upgrade(settings.effective_database_url)
     prepare(container)
     return container

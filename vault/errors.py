@@ -6,7 +6,7 @@ HTTP problem once. Messages never carry key material, plaintext or which integri
 
 from __future__ import annotations
 
-from common.errors import Conflict, InvalidInput, KhoError, NotFound, ServiceUnavailable
+from common.errors import Conflict, Forbidden, InvalidInput, KhoError, NotFound, ServiceUnavailable
 
 
 class DecryptionFailed(KhoError):
@@ -103,3 +103,33 @@ class IdempotencyKeyReused(InvalidInput):
     code = "idempotency_key_reused"
     title_vi = "Khoá Idempotency-Key đã được dùng cho một yêu cầu khác"
     title_en = "The Idempotency-Key was already used for a different request"
+
+
+class ContentHashMismatch(InvalidInput):
+    code = "content_hash_mismatch"
+    title_vi = "Nội dung tệp không khớp với mã băm đã ký"
+    title_en = "The content does not match the signed SHA-256"
+
+
+class InvalidIssuerSignature(InvalidInput):
+    code = "invalid_issuer_signature"
+    title_vi = "Chữ ký của cơ quan cấp không hợp lệ"
+    title_en = "The issuing agency's signature does not verify"
+
+
+class UnknownIssuerKey(InvalidInput):
+    code = "unknown_issuer_key"
+    title_vi = "Khoá ký không phải của cơ quan này"
+    title_en = "The signing key is not registered to this agency"
+
+
+class NotAllowedToIssue(Forbidden):
+    code = "not_allowed_to_issue"
+    title_vi = "Cơ quan không có thẩm quyền cấp loại giấy tờ này"
+    title_en = "This agency may not issue this document type"
+
+
+class IssuedDocumentNotFound(NotFound):
+    code = "issued_document_not_found"
+    title_vi = "Không tìm thấy giấy tờ do cơ quan cấp"
+    title_en = "Issued document not found"

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
-from vault.models import Assurance, Document, DocumentType, DocumentVersion, VersionStatus
+from vault.models import (
+    Assurance,
+    Document,
+    DocumentType,
+    DocumentVersion,
+    Procedure,
+    ProcedureRequirement,
+    VersionStatus,
+)
 
 
 class DocumentRepository:
@@ -87,6 +95,26 @@ class DocumentRepository:
             )
         ).first()
 
+    def current_versions_of_owner(
+        self, owner_id: uuid.UUID
+    ) -> Sequence[tuple[Document, DocumentVersion]]:
+        """One query: every live document of the owner with its committed current version."""
+        rows = self.session.execute(
+            select(Document, DocumentVersion)
+            .join(
+                DocumentVersion,
+                (DocumentVersion.document_id == Document.id)
+                & (DocumentVersion.version == Document.current_version),
+            )
+            .where(
+                Document.owner_id == owner_id,
+                Document.deleted_at.is_(None),
+                DocumentVersion.status == VersionStatus.committed,
+            )
+            .order_by(Document.created_at, Document.id)
+        ).all()
+        return [(row[0], row[1]) for row in rows]
+
     def versions_of_owner(self, owner_id: uuid.UUID) -> Sequence[DocumentVersion]:
         return self.session.scalars(
             select(DocumentVersion)
@@ -111,6 +139,22 @@ class DocumentRepository:
             )
         )
         return (current or 0) + 1
+
+    def committed_version_for_owner(
+        self, owner_id: uuid.UUID, document_id: uuid.UUID, version: int
+    ) -> DocumentVersion | None:
+        """One query: the committed version of an owner's live document."""
+        return self.session.scalars(
+            select(DocumentVersion)
+            .join(Document, Document.id == DocumentVersion.document_id)
+            .where(
+                Document.id == document_id,
+                Document.owner_id == owner_id,
+                Document.deleted_at.is_(None),
+                DocumentVersion.version == version,
+                DocumentVersion.status == VersionStatus.committed,
+            )
+        ).first()
 
     def version_by_id_unscoped(self, version_id: uuid.UUID) -> DocumentVersion | None:
         return self.session.get(DocumentVersion, version_id)
@@ -144,3 +188,21 @@ class DocumentRepository:
 
     def delete_version_unscoped(self, version_id: uuid.UUID) -> None:
         self.session.execute(delete(DocumentVersion).where(DocumentVersion.id == version_id))
+
+
+class CatalogueRequirements:
+    """The procedure catalogue as the consent domain sees it (``ProcedureRequirements``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def requirements(self, procedure_code: str) -> list[tuple[str, bool]] | None:
+        procedure = self.session.get(Procedure, procedure_code)
+        if procedure is None or not procedure.active:
+            return None
+        rows = self.session.scalars(
+            select(ProcedureRequirement)
+            .where(ProcedureRequirement.procedure_code == procedure_code)
+            .order_by(ProcedureRequirement.document_type)
+        ).all()
+        return [(row.document_type, row.required) for row in rows]

@@ -25,11 +25,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import Clock
+from consent.service import DocumentRef, ReadCapability
 from storage.db import after_commit
 from storage.objects import ObjectStore
 from storage.repository import IdempotencyRepository
 from vault import crypto
 from vault.errors import (
+    ContentHashMismatch,
     ContentTooLarge,
     DocumentHasNoContent,
     DocumentNotFound,
@@ -403,6 +405,7 @@ class DocumentService:
         actor_id: uuid.UUID | None,
         assurance: Assurance = Assurance.self_declared,
         idempotency_key: str | None = None,
+        expect_sha256: str | None = None,
     ) -> UploadResult:
         """Stream ``chunks`` encrypted into the object store as a new version.
 
@@ -415,7 +418,9 @@ class DocumentService:
             replay = self._replay_upload(owner_id, scope, idempotency_key, document, chunks)
             if replay is not None:
                 return replay
-        result = self._upload(owner_id, document, chunks, filename, actor_id, assurance)
+        result = self._upload(
+            owner_id, document, chunks, filename, actor_id, assurance, expect_sha256
+        )
         if idempotency_key is not None:
             self.idempotency.add(
                 principal_id=owner_id,
@@ -459,6 +464,7 @@ class DocumentService:
         filename: str | None,
         actor_id: uuid.UUID | None,
         assurance: Assurance,
+        expect_sha256: str | None = None,
     ) -> UploadResult:
         document_id = document.id
         object_key = OBJECT_PREFIX + secrets.token_hex(16)
@@ -489,6 +495,12 @@ class DocumentService:
         version = self.repo.version_by_id_unscoped(version_id)
         assert version is not None
         sha = source.sha256.hexdigest()
+        if expect_sha256 is not None and sha != expect_sha256.lower():
+            # The bytes are not what was signed: nothing of them is kept.
+            self.objects.delete(object_key)
+            self.session.delete(version)
+            self.session.flush()
+            raise ContentHashMismatch()
         existing = self.repo.committed_with_hash(document_id, sha)
         if existing is not None:
             self.objects.delete(object_key)
@@ -504,8 +516,8 @@ class DocumentService:
         version.filename = sanitise_filename(filename, source.media_type or "application/pdf")
         version.committed_at = now
         document.current_version = version.version
-        if assurance.rank > Assurance(document.assurance).rank:
-            document.assurance = assurance
+        # The document is as trustworthy as its current content, no more.
+        document.assurance = assurance
         document.updated_at = now
         self.session.flush()
         return UploadResult(document, version, created=True)
@@ -529,6 +541,31 @@ class DocumentService:
         )
         return OpenedContent(
             self.objects, version, data_key, object_context(owner_id, document_id, version.version)
+        )
+
+    def open_under(self, capability: ReadCapability) -> OpenedContent:
+        """Open the exact version a consent capability names (for an agency's fetch).
+
+        The capability was minted by the consent service after its check and its log entry in
+        this transaction; the version and hash it pins are what the owner agreed to share.
+        """
+        version = self.repo.committed_version_for_owner(
+            capability.owner_id, capability.document_id, capability.version
+        )
+        if version is None or version.sha256 != capability.sha256:
+            raise DocumentHasNoContent()
+        data_key = self.keyring.open_data_key(
+            capability.owner_id,
+            capability.document_id,
+            version.version,
+            version.vault_key_version,
+            version.wrapped_data_key,
+        )
+        return OpenedContent(
+            self.objects,
+            version,
+            data_key,
+            object_context(capability.owner_id, capability.document_id, version.version),
         )
 
     # -- erasure and export -------------------------------------------------------------------
@@ -592,6 +629,31 @@ class DocumentService:
             indent=2,
         ).encode()
         return _stream_zip(manifest, opened)
+
+
+class DocumentDirectory:
+    """The owner's current papers as the consent domain sees them (``OwnerDocuments``)."""
+
+    def __init__(self, session: Session) -> None:
+        self.repo = DocumentRepository(session)
+
+    def current(self, owner_id: uuid.UUID) -> list[DocumentRef]:
+        return [
+            DocumentRef(
+                document_id=document.id,
+                owner_id=owner_id,
+                document_type=document.type_code,
+                title=document.title,
+                version=version.version,
+                sha256=version.sha256 or "",
+                size=version.size or 0,
+                media_type=version.media_type or "application/octet-stream",
+                assurance=str(document.assurance),
+                expires_on=document.expires_on,
+                created_at=document.created_at,
+            )
+            for document, version in self.repo.current_versions_of_owner(owner_id)
+        ]
 
 
 class _ZipSink:

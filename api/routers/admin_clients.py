@@ -7,6 +7,7 @@ from fastapi import APIRouter, Response, status
 from api.deps import ContainerDep, CurrentOperator, DbSession
 from common.errors import InvalidInput, NotFound
 from sso.models import OAuthClient
+from sso.provider import CLIENT_CACHE
 from sso.repository import SsoRepository
 from sso.schemas import ClientIn, ClientOut
 from sso.service import ClientRegistration, ClientService
@@ -96,4 +97,5 @@ def deactivate(client_id: str, _operator: CurrentOperator, session: DbSession) -
         raise ClientNotFound()
     row.active = False
     session.flush()
+    CLIENT_CACHE.forget(client_id)
     return _out(row)

@@ -32,7 +32,7 @@ from vault.schemas import (
     UploadOut,
     VersionList,
 )
-from vault.service import content_out
+from vault.service import OpenedContent, content_out
 
 router = APIRouter(prefix="/v1", tags=["documents"])
 
@@ -119,7 +119,7 @@ def _primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
 BODY_BATCH = 1 << 20
 
 
-def _body_chunks(request: Request) -> Iterator[bytes]:
+def body_chunks(request: Request) -> Iterator[bytes]:
     """The request body as a blocking iterator, for a worker thread (nothing is spooled).
 
     Each hop to the event loop gathers up to ``BODY_BATCH`` bytes, so a large upload costs a
@@ -240,7 +240,7 @@ async def upload_content(
         result = documents.upload(
             owner.account_id,
             document_id,
-            _body_chunks(request),
+            body_chunks(request),
             filename=filename,
             actor_id=owner.account_id,
             idempotency_key=idempotency_key,
@@ -278,6 +278,16 @@ def download_content(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     opened = documents.open_content(owner.account_id, document_id, version)
+    return stream_content(opened, range_header=range_header, if_none_match=if_none_match)
+
+
+def stream_content(
+    opened: OpenedContent,
+    *,
+    range_header: str | None = None,
+    if_none_match: str | None = None,
+) -> Response:
+    """A decrypted version as a streamed response (Range, ETag); shared by owner and agency."""
     headers = {
         "ETag": opened.etag,
         "Accept-Ranges": "bytes",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -478,3 +479,49 @@ def test_discovery_document(oidc: tuple[KhoEnv, Clients]) -> None:
     assert meta["code_challenge_methods_supported"] == ["S256"]
     assert meta["authorization_response_iss_parameter_supported"] is True
     assert "none" not in meta["id_token_signing_alg_values_supported"]
+
+
+def test_client_credentials_tokens_introspect_and_revoke(oidc: tuple[KhoEnv, Clients]) -> None:
+    env, clients = oidc
+    basic = {
+        "Authorization": "Basic "
+        + base64.b64encode(f"agency-basic:{clients.agency_secret}".encode()).decode()
+    }
+    token = env.client.post(
+        "/oauth2/token",
+        data={"grant_type": "client_credentials", "scope": "kho:agency"},
+        headers=basic,
+    ).json()["access_token"]
+    live = env.client.post("/oauth2/introspect", data={"token": token}, headers=basic).json()
+    assert live["active"] is True
+    assert live["client_id"] == "agency-basic"
+    assert live["scope"] == "kho:agency"
+    probe = f"/v1/agency/consent-requests/{uuid.uuid4()}"
+    # Not bound to an agency: refused for that reason while the token itself is good.
+    assert env.client.get(probe, headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    assert (
+        env.client.post("/oauth2/revoke", data={"token": token}, headers=basic).status_code == 200
+    )
+    dead = env.client.post("/oauth2/introspect", data={"token": token}, headers=basic).json()
+    assert dead == {"active": False}
+    after = env.client.get(probe, headers={"Authorization": f"Bearer {token}"})
+    assert after.status_code == 401
+    assert after.json()["code"] == "invalid_token"
+
+
+def test_signing_key_rotation_keeps_old_tokens_valid(oidc: tuple[KhoEnv, Clients]) -> None:
+    env, _ = oidc
+    _b, got, verifier, _n = login(env)
+    old = exchange(env, got["code"], verifier).json()
+    old_kid = jwt.decode(old["access_token"], jwks(env), algorithms=["ES256"]).header["kid"]
+    rotated = env.client.post("/v1/admin/keys/signing/rotate", headers=env.operator_headers())
+    assert rotated.status_code == 200, rotated.text
+    new_kid = rotated.json()["kid"]
+    assert new_kid != old_kid
+    published = {k["kid"] for k in env.client.get("/.well-known/jwks.json").json()["keys"]}
+    assert {old_kid, new_kid} <= published
+    me = env.client.get("/v1/me", headers={"Authorization": f"Bearer {old['access_token']}"})
+    assert me.status_code == 200
+    _b, got, verifier, _n = login(env)
+    new = exchange(env, got["code"], verifier).json()
+    assert jwt.decode(new["id_token"], jwks(env), algorithms=["ES256"]).header["kid"] == new_kid
