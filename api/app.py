@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from api.container import Container, HttpWebhookPoster, build_container
 from api.errors import install_error_handlers
+from api.limits import LimitsMiddleware
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
 from api.routers import (
     access_log,
@@ -35,6 +36,8 @@ from api.routers import (
     statutory,
     wellknown,
 )
+from api.web import prepare_web
+from api.web import router as web_router
 from common.settings import Settings, load_settings
 from consent.service import WebhookDispatcher
 from sso.demo import ensure_demo_clients
@@ -64,6 +67,7 @@ def prepare(container: Container) -> None:
         if settings.eid_simulator and not settings.is_production:
             ensure_demo_clients(session, container.clock, container.issuer_url, settings.data_dir)
     container.signing_keys.invalidate()
+    prepare_web(container)
 
 
 async def _deliver_webhooks(container: Container) -> None:
@@ -151,7 +155,9 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         admin_webhooks,
     ):
         app.include_router(module.router)
+    app.include_router(web_router)
     if settings.eid_simulator and not settings.is_production:
         app.include_router(dev_eid.router)
+    app.add_middleware(LimitsMiddleware, container=container)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -9,6 +9,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from api.cli_audit import audit_app
+from api.cli_backup import backup_app
 from api.cli_catalogue import catalogue_app
 from api.cli_clients import clients_app
 from api.cli_keycloak import keycloak_app
@@ -31,6 +32,7 @@ app.add_typer(keycloak_app, name="keycloak")
 app.add_typer(audit_app, name="audit")
 app.add_typer(clients_app, name="clients")
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(backup_app)
 
 T = TypeVar("T")
 
@@ -78,9 +80,14 @@ def serve(
     if migrate:
         upgrade(settings.effective_database_url)
     if not settings.is_production:
+        backends = (
+            f"{container.engine.url.get_backend_name()}, {settings.object_store.value} object "
+            f"store, {'generated' if settings.uses_generated_master_key else 'configured'} "
+            f"master key, {'e-ID simulator' if settings.eid_simulator else 'national e-ID'}"
+        )
         typer.echo(
-            "*** Kho — CHẾ ĐỘ PHÁT TRIỂN / DEVELOPMENT MODE: SQLite, local object store, "
-            f"generated master key in {settings.data_dir}. Not for real data. ***",
+            f"*** Kho — CHẾ ĐỘ PHÁT TRIỂN / DEVELOPMENT MODE: {backends} "
+            f"(data in {settings.data_dir}). Not for real data. ***",
             err=True,
         )
     processes = workers or settings.workers
@@ -99,6 +106,8 @@ def serve(
             log_config=None,
             access_log=False,
             proxy_headers=False,
+            timeout_keep_alive=settings.keep_alive_seconds,
+            limit_concurrency=settings.max_concurrency,
         )
         return
     application = create_app(settings, container=container)
@@ -109,6 +118,8 @@ def serve(
         log_config=None,
         access_log=False,
         proxy_headers=False,
+        timeout_keep_alive=settings.keep_alive_seconds,
+        limit_concurrency=settings.max_concurrency,
     )
 
 

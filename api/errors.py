@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.i18n import prefers_english
@@ -126,9 +127,42 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _data_error(request: Request, exc: Exception) -> JSONResponse:
+    # The database refused a value the request carried (PostgreSQL: a NUL character in text, a
+    # number out of a column's range): the caller's input, not a fault of Kho. SQLite accepts
+    # such values, so this was a 500 on PostgreSQL only (found by bench/fuzz.py).
+    assert isinstance(exc, DataError)
+    log.warning("data_refused_by_database", error_type=type(exc.orig).__name__)
+    return problem(
+        request,
+        status=422,
+        code="invalid_input",
+        title_vi="Dữ liệu không hợp lệ",
+        title_en="Invalid input",
+        detail_vi="Có giá trị không thể lưu (ví dụ ký tự NUL, hoặc số vượt giới hạn).",
+        detail_en="A value cannot be stored as given (such as a NUL character, or a number "
+        "out of range).",
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The exception text may hold personal data or secrets: log its type only.
-    log.exception("unhandled_error", error_type=type(exc).__name__)
+    # The exception text and its traceback may hold personal data, SQL parameters or secrets:
+    # log the type and where it was raised only.
+    if isinstance(exc, OperationalError):
+        log.warning("database_unavailable", error_type=type(exc).__name__)
+        return problem(
+            request,
+            status=503,
+            code="database_unavailable",
+            title_vi="Cơ sở dữ liệu tạm thời không sẵn sàng",
+            title_en="Database temporarily unavailable",
+            headers={"Retry-After": "5"},
+        )
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+    log.error("unhandled_error", error_type=type(exc).__name__, where=where)
     return problem(
         request,
         status=500,
@@ -144,4 +178,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(KhoError, _kho_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -71,6 +71,32 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="API processes (use the core count)")
     max_upload_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    # Resource limits (api.limits; docs/assurance/limits.md).
+    max_json_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest body of a JSON (buffered) route"
+    )
+    max_json_depth: int = Field(default=32, ge=2, le=256, description="Deepest JSON nesting")
+    body_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="Time any body gets before the minimum rate applies"
+    )
+    body_idle_seconds: float = Field(
+        default=15.0, gt=0, description="Longest wait for the next piece of a body"
+    )
+    body_min_rate: int = Field(
+        default=4096, ge=1, description="Bytes per second a body must average after the timeout"
+    )
+    keep_alive_seconds: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections are closed after this"
+    )
+    max_concurrency: int | None = Field(
+        default=None, ge=1, description="Connections and requests per process before 503"
+    )
+    rate_limit_enabled: bool | None = Field(
+        default=None, description="Rate limits on or off; unset: on in production only"
+    )
+    rate_limit_owner_per_minute: int = Field(default=600, ge=1)
+    rate_limit_client_per_minute: int = Field(default=6000, ge=1)
+    rate_limit_anonymous_per_minute: int = Field(default=300, ge=1)
     log_level: str = "INFO"
     log_json: bool = True
 

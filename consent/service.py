@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.clock import Clock
-from common.errors import KhoError
+from common.errors import KhoError, ServiceUnavailable
 from consent.audit import AccessLog, AuditWriter, LogEvent
 from consent.errors import (
     ConsentRequestNotFound,
@@ -76,6 +77,24 @@ from storage.db import after_rollback
 ONCE_WINDOW = dt.timedelta(days=30)
 ARTEFACT_TYPE = "kho-consent+jwt"
 _ASSURANCE_RANK = {"self_declared": 0, "digitised": 1, "issued": 2}
+
+
+class AccessLogUnavailable(ServiceUnavailable):
+    """An allowed access could not be written to the log, so nothing is served (no log, no
+    bytes): 503 like any other unavailable dependency, never a 500 with a stack trace."""
+
+    code = "access_log_unavailable"
+    title_vi = "Không ghi được nhật ký truy cập nên không cung cấp dữ liệu"
+    title_en = "The access could not be logged, so nothing was served"
+
+
+def _append_allowed(log: AccessLog, event: LogEvent) -> None:
+    """Append an allowed fetch's entry; if the database refuses it (privileges, a trigger, a
+    lost connection), the fetch fails closed with :class:`AccessLogUnavailable`."""
+    try:
+        log.append(event)
+    except SQLAlchemyError:
+        raise AccessLogUnavailable() from None
 
 
 @dataclass(frozen=True)
@@ -356,7 +375,8 @@ class ConsentService:
                 document_id=document_id,
             )
             raise GrantExhausted()
-        self.log.append(
+        _append_allowed(
+            self.log,
             LogEvent(
                 owner_id=subject_id,
                 actor_kind="agency",
@@ -367,7 +387,7 @@ class ConsentService:
                 grant_id=grant_id,
                 document_id=document_id,
                 document_version=item.version,
-            )
+            ),
         )
         return ReadCapability(
             owner_id=subject_id,
@@ -965,7 +985,7 @@ class StatutoryAccessService:
             after_rollback(self.session, lambda: denials.record(denied))
             raise problem()
         assert ref is not None
-        self.log.append(event)
+        _append_allowed(self.log, event)
         return ReadCapability(
             owner_id=access.subject_id,
             document_id=document_id,

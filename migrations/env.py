@@ -10,11 +10,19 @@ import consent.models
 import identity.models
 import sso.models
 import storage.models
+import storage.ratelimit
 import vault.models
 from storage.db import Base, create_db_engine
 
 # The imports register every table on Base.metadata.
-_MODELS = (consent.models, identity.models, sso.models, storage.models, vault.models)
+_MODELS = (
+    consent.models,
+    identity.models,
+    sso.models,
+    storage.models,
+    storage.ratelimit,
+    vault.models,
+)
 target_metadata = Base.metadata
 
 

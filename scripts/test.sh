@@ -16,6 +16,7 @@ py=.venv/bin
 
 step "test servers"
 scripts/services.sh start
+scripts/axe.sh >/dev/null
 services_env="${KHO_SERVICES_DIR:-/var/tmp/kho-services}/services.env"
 set -a
 # shellcheck disable=SC1090

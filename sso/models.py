@@ -154,3 +154,29 @@ class ClientAssertion(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     jti: Mapped[str] = mapped_column(String(255), primary_key=True)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+
+
+class WebSession(Base):
+    """One browser's session with Kho's web pages (``api/web/session.py``): a random cookie
+    secret's digest, the pending sign-in, the sealed tokens, the CSRF secret."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[uuid.UUID] = mapped_column(UUIDString, primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[uuid.UUID | None] = mapped_column(
+        UUIDString, ForeignKey("accounts.id"), nullable=True, index=True
+    )
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    login_state_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    login_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    login_verifier: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    login_next: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    access_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    refresh_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    id_token: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    access_expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    acr: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

@@ -23,6 +23,8 @@ from sso.keys import ProviderJwsSigner
 router = APIRouter(tags=["access log"])
 
 MAX_PAGE = 200
+# seq is a 32-bit integer column: a larger after_seq was a 500 on PostgreSQL (out of range).
+MAX_SEQ = 2**31 - 1
 
 _OWNER: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}}
 _OPERATOR: dict[int | str, dict[str, Any]] = {
@@ -134,7 +136,9 @@ def read_access_log(
     log: Log,
     session: DbSession,
     container: ContainerDep,
-    after_seq: Annotated[int | None, Query(ge=0, description="Entries after this seq")] = None,
+    after_seq: Annotated[
+        int | None, Query(ge=0, le=MAX_SEQ, description="Entries after this seq")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> AccessLogPage:
     entries = log.entries(owner.account_id, after_seq=after_seq, limit=limit)

@@ -72,7 +72,8 @@ def _page(params: dict[str, str], error: str | None = None) -> str:
     notice = f'<p role="alert">{html.escape(error)}</p>' if error else ""
     return f"""<!doctype html>
 <html lang="vi"><head><meta charset="utf-8"><title>VNeID (mô phỏng)</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="stylesheet" href="/web/static/dev-eid.css"></head>
 <body>
 <p><strong>MÔI TRƯỜNG PHÁT TRIỂN — DEVELOPMENT:</strong> đây là trình mô phỏng VNeID,
 không phải hệ thống định danh điện tử quốc gia.</p>

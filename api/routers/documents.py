@@ -39,6 +39,8 @@ router = APIRouter(prefix="/v1", tags=["documents"])
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such document for this owner"}
 }
+# Versions are 32-bit integer columns: a larger number was a 500 on PostgreSQL (out of range).
+MAX_VERSION = 2**31 - 1
 IdempotencyKey = Annotated[
     str | None, Header(alias="Idempotency-Key", max_length=255, pattern=r"^[\x21-\x7e]+$")
 ]
@@ -273,7 +275,7 @@ def download_content(
     document_id: uuid.UUID,
     owner: CurrentOwner,
     documents: Documents,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:

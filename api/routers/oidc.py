@@ -131,13 +131,17 @@ def discovery(sign_on: SignOn) -> dict[str, Any]:
     return sign_on.discovery()
 
 
-@router.api_route(
-    "/oauth2/authorize",
-    methods=["GET", "POST"],
-    summary="Authorization endpoint (code flow, PKCE S256 required)",
-    response_class=RedirectResponse,
-    status_code=302,
-)
+# One decorator per method (not ``api_route(methods=[...])``): each method then gets its own
+# operationId; with one route FastAPI gave both the same id (a duplicate in /openapi.json).
+_AUTHORIZE: dict[str, Any] = {
+    "summary": "Authorization endpoint (code flow, PKCE S256 required)",
+    "response_class": RedirectResponse,
+    "status_code": 302,
+}
+
+
+@router.get("/oauth2/authorize", **_AUTHORIZE)
+@router.post("/oauth2/authorize", **_AUTHORIZE)
 def authorize(
     request: Request,
     http: OAuthRequest,
@@ -182,7 +186,8 @@ def revoke(http: OAuthRequest, sign_on: SignOn) -> Response:
     return to_response(sign_on.revoke(http))
 
 
-@router.api_route("/oauth2/userinfo", methods=["GET", "POST"], summary="OpenID UserInfo")
+@router.get("/oauth2/userinfo", summary="OpenID UserInfo")
+@router.post("/oauth2/userinfo", summary="OpenID UserInfo")
 def userinfo(request: Request, container: ContainerDep, session: DbSession) -> dict[str, Any]:
     header = request.headers.get("authorization", "")
     scheme, _, raw = header.partition(" ")
@@ -202,13 +207,15 @@ def userinfo(request: Request, container: ContainerDep, session: DbSession) -> d
     return info
 
 
-@router.api_route(
-    "/oauth2/logout",
-    methods=["GET", "POST"],
-    summary="RP-initiated logout (ends the SSO session, back-channel logout to clients)",
-    response_class=RedirectResponse,
-    status_code=302,
-)
+_LOGOUT: dict[str, Any] = {
+    "summary": "RP-initiated logout (ends the SSO session, back-channel logout to clients)",
+    "response_class": RedirectResponse,
+    "status_code": 302,
+}
+
+
+@router.get("/oauth2/logout", **_LOGOUT)
+@router.post("/oauth2/logout", **_LOGOUT)
 def logout(
     request: Request,
     http: OAuthRequest,

@@ -17,6 +17,8 @@ from api.deps import (
     StatutoryAccesses,
 )
 from api.routers.documents import stream_content
+from common.errors import NotFound
+from consent.models import Notification
 from consent.repository import NotificationRepository
 from consent.schemas import NotificationOut, StatutoryAccessIn, StatutoryAccessOut
 
@@ -94,15 +96,26 @@ def notifications(
     ]
 
 
+class NotificationNotFound(NotFound):
+    code = "notification_not_found"
+    title_vi = "Không tìm thấy thông báo"
+    title_en = "Notification not found"
+
+
 @router.post(
     "/notifications/{notification_id}/read",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Mark a notification read",
+    summary="Mark a notification read (marking it again changes nothing)",
+    responses={404: {"description": "No such notification shown to me (notification_not_found)"}},
 )
 def mark_read(
     notification_id: uuid.UUID, owner: CurrentOwner, session: DbSession, container: ContainerDep
 ) -> Response:
-    NotificationRepository(session).mark_read(
-        owner.account_id, notification_id, container.clock.now()
-    )
+    # Someone else's notification, or one not shown yet (a deferred disclosure), is "not
+    # found", as every other owner resource is; it was a silent 204 before.
+    now = container.clock.now()
+    row = session.get(Notification, notification_id)
+    if row is None or row.owner_id != owner.account_id or row.visible_from > now:
+        raise NotificationNotFound()
+    NotificationRepository(session).mark_read(owner.account_id, notification_id, now)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,2 @@
+"""Assurance tests: the authorization matrix over every route, and schemathesis against the
+OpenAPI document (see docs/assurance/)."""
