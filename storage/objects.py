@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -131,14 +132,14 @@ class ObjectStore(Protocol):
         ...
 
 
-class BaseObjectReader:
+class BaseObjectReader(ABC):
     """Context-manager plumbing shared by the backends' readers."""
 
-    def __iter__(self) -> Iterator[bytes]:
-        raise NotImplementedError
+    @abstractmethod
+    def __iter__(self) -> Iterator[bytes]: ...
 
-    def close(self) -> None:
-        raise NotImplementedError
+    @abstractmethod
+    def close(self) -> None: ...
 
     def __enter__(self) -> Self:
         return self
