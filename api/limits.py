@@ -215,7 +215,6 @@ def route_class(method: str, path: str) -> str | None:
 class Principal:
     kind: str  # "owner", "client" or "ip"
     ident: str
-    expires_at: float = math.inf
 
 
 def _bearer(scope: Scope) -> str | None:
@@ -232,23 +231,34 @@ def _digest(value: str) -> str:
 
 
 class PrincipalResolver:
-    """Who a request counts against: a verified token's owner or client, else the address."""
+    """Who a request counts against: a verified token's owner or client, else the address.
+
+    Results are cached per process by token digest: a verified token until it expires, a token
+    that did not verify for ``NEGATIVE_SECONDS`` (a key rotated in by another process, or a
+    slightly early ``iat``, may make a good token fail for a moment)."""
+
+    NEGATIVE_SECONDS = 60.0
 
     def __init__(self, tokens: AccessTokenValidator, clock: Clock) -> None:
         self._tokens = tokens
         self._clock = clock
-        self._cache: collections.OrderedDict[str, Principal | None] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[str, tuple[Principal | None, float]] = (
+            collections.OrderedDict()
+        )
         self._lock = threading.Lock()
 
     def cached(self, token: str) -> tuple[bool, Principal | None]:
-        """(known, principal): a known token that did not verify maps to ``None``."""
+        """(known, principal): ``known`` with ``None`` for a token that did not verify."""
         key = _digest(token)
         with self._lock:
-            if key not in self._cache:
-                return False, None
-            principal = self._cache[key]
-        if principal is not None and principal.expires_at <= self._clock.now().timestamp():
-            return True, None
+            entry = self._cache.get(key)
+        if entry is None:
+            return False, None
+        principal, until = entry
+        now = self._clock.now().timestamp()
+        if until <= now:
+            # Expired: a verified token is now just an expired one; a failure is tried again.
+            return principal is not None, None
         return True, principal
 
     def verify(self, token: str) -> Principal | None:
@@ -257,13 +267,15 @@ class PrincipalResolver:
             claims = self._tokens.validate(token)
         except KhoError:
             principal: Principal | None = None
+            until = self._clock.now().timestamp() + self.NEGATIVE_SECONDS
         else:
             if claims.client_id is not None and claims.subject == claims.client_id:
-                principal = Principal("client", claims.client_id, claims.expires_at)
+                principal = Principal("client", claims.client_id)
             else:
-                principal = Principal("owner", claims.subject, claims.expires_at)
+                principal = Principal("owner", claims.subject)
+            until = float(claims.expires_at)
         with self._lock:
-            self._cache[_digest(token)] = principal
+            self._cache[_digest(token)] = (principal, until)
             while len(self._cache) > TOKEN_CACHE_SIZE:
                 self._cache.popitem(last=False)
         return principal

@@ -12,7 +12,7 @@ Rate limiting stays on (every request pays its counter), with budgets far above 
 Locust's Python API (``locust.env.Environment`` and a local runner) drives ``--users``
 simulated users, three citizens to one agency back-end, each waiting 0.2-0.8 s between tasks:
 
-* citizen: list my papers, download one, upload a 10 KB version, read my consent inbox;
+* citizen: list my papers, download one, upload a new 10 KB version, read my consent inbox;
 * agency: fetch a paper under a grant (the grant check, the atomic use and the access-log
   entry before the first byte), list what a grant covers; the agency refreshes its
   client-credentials token every 5 minutes.
@@ -104,7 +104,6 @@ class Citizen(FastHttpUser):
 
     def on_start(self) -> None:
         self.owner = world().next_owner()
-        self.payload = small_pdf(f"upload-{uuid.uuid4()}")
 
     @task(4)
     def list_documents(self) -> None:
@@ -123,7 +122,9 @@ class Citizen(FastHttpUser):
     def upload(self) -> None:
         self.client.put(
             f"/v1/documents/{self.owner.scratch}/content",
-            data=cast(str, self.payload),  # bytes are sent as they are (typed str | dict)
+            # New bytes every time: the same bytes again would be stored, then found to be an
+            # existing version and dropped. (Bytes are sent as they are; locust types str | dict.)
+            data=cast(str, small_pdf(f"upload-{uuid.uuid4()}")),
             headers={**self.owner.headers, "Content-Type": "application/pdf"},
             name="citizen: upload 10 KB",
         )

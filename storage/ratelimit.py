@@ -2,11 +2,13 @@
 
 One row per (key, window): ``INSERT ... ON CONFLICT DO UPDATE SET count = count + 1 RETURNING
 count`` counts a request and answers how many the key has made in the window, atomically, on
-PostgreSQL and on SQLite (3.35 or later) alike. Concurrent requests of one key serialise on its
-row, so two processes never both see the last allowed count: a limit holds exactly across
-processes. Windows are aligned on multiples of their length (epoch seconds); rows of ended
-windows are deleted by :meth:`RateLimitStore.sweep`, which :meth:`RateLimitStore.hit` runs at
-most once per ``sweep_interval`` in each process.
+PostgreSQL and on SQLite (3.35 or later) alike: one statement in autocommit, one round trip
+(on PostgreSQL its commit does not wait for the WAL flush: counters need no crash safety).
+Concurrent requests of one key serialise on its row, so two processes never both see the last
+allowed count: a limit holds exactly across processes. Windows are aligned on multiples of
+their length (epoch seconds); rows of ended windows are deleted by
+:meth:`RateLimitStore.sweep`, which :meth:`RateLimitStore.hit` runs at most once per
+``sweep_interval`` in each process.
 
 Keys are opaque to this module; the caller (``api.limits``) builds them from a principal kind,
 a route class and a digest of the principal, so no identifier or address is stored in clear.
@@ -19,17 +21,17 @@ import threading
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Integer, String, delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import BigInteger, Integer, String, bindparam, delete, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import Executable
 
 from common.errors import ServiceUnavailable
 from storage.db import Base
 
 MAX_KEY_LENGTH = 96
-_NO_SYNC_COMMIT = text("SET LOCAL synchronous_commit TO OFF")
 
 
 class RateLimitCounter(Base):
@@ -42,6 +44,31 @@ class RateLimitCounter(Base):
     count: Mapped[int] = mapped_column(Integer)
     # The window's end, epoch seconds: rows whose end has passed are swept.
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+_SQLITE_UPSERT = (
+    sqlite.insert(RateLimitCounter)
+    .values(
+        key=bindparam("key"),
+        window_start=bindparam("window_start"),
+        count=1,
+        expires_at=bindparam("expires_at"),
+    )
+    .on_conflict_do_update(
+        index_elements=[RateLimitCounter.key, RateLimitCounter.window_start],
+        set_={"count": RateLimitCounter.count + 1},
+    )
+    .returning(RateLimitCounter.count)
+)
+# The same on PostgreSQL, plus: a counter need not survive a crash, so its commit does not wait
+# for the WAL flush (``synchronous_commit`` off for this statement's own transaction only).
+_POSTGRES_UPSERT = text(
+    "WITH no_sync AS (SELECT set_config('synchronous_commit', 'off', true)) "
+    "INSERT INTO rate_limits (key, window_start, count, expires_at) "
+    "SELECT :key, :window_start, 1, :expires_at FROM no_sync "
+    "ON CONFLICT (key, window_start) DO UPDATE SET count = rate_limits.count + 1 "
+    "RETURNING count"
+)
 
 
 class RateLimitUnavailable(ServiceUnavailable):
@@ -79,10 +106,13 @@ class RateLimitStore:
         self.engine = engine
         self.window_seconds = window_seconds
         self.sweep_interval = sweep_interval
-        self._postgres = engine.dialect.name == "postgresql"
-        self._insert = postgresql.insert if self._postgres else sqlite.insert
-        if engine.dialect.name not in ("postgresql", "sqlite"):
+        if engine.dialect.name == "postgresql":
+            self._upsert: Executable = _POSTGRES_UPSERT
+        elif engine.dialect.name == "sqlite":
+            self._upsert = _SQLITE_UPSERT
+        else:
             raise ValueError(f"no rate-limit upsert for {engine.dialect.name}")
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._last_sweep = time.monotonic()
         self._sweep_lock = threading.Lock()
 
@@ -96,21 +126,11 @@ class RateLimitStore:
             raise ValueError("rate-limit key too long")
         start = window_of(now, self.window_seconds)
         end = start + self.window_seconds
-        statement = (
-            self._insert(RateLimitCounter)
-            .values(key=key, window_start=start, count=1, expires_at=end)
-            .on_conflict_do_update(
-                index_elements=[RateLimitCounter.key, RateLimitCounter.window_start],
-                set_={"count": RateLimitCounter.count + 1},
-            )
-            .returning(RateLimitCounter.count)
-        )
+        values = {"key": key, "window_start": start, "expires_at": end}
         try:
-            with self.engine.begin() as connection:
-                if self._postgres:
-                    # A counter need not survive a crash: do not wait for the WAL flush.
-                    connection.execute(_NO_SYNC_COMMIT)
-                count = int(connection.execute(statement).scalar_one())
+            # One statement in autocommit: one round trip, no BEGIN/COMMIT of its own.
+            with self._autocommit.connect() as connection:
+                count = int(connection.execute(self._upsert, values).scalar_one())
         except SQLAlchemyError:
             raise RateLimitUnavailable() from None
         self._maybe_sweep(now)

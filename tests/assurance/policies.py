@@ -196,10 +196,11 @@ def official(role: str, *, of_resource: bool) -> Policy:
     """An official route. ``of_resource``: the path names a resource of X (Y's official: 404);
     otherwise any official holding ``role`` may act (for their own agency)."""
     if of_resource:
+        holding = "whatever their role" if role == "any" else f"holding the {role} role"
         return Policy(
             f"OFFICIAL_OF_X({role})",
-            f"an official of the agency that owns the resource (X) holding the {role} role; "
-            "an official of another agency gets 404",
+            f"an official of the agency that owns the resource (X), {holding}; an official of "
+            "another agency gets 404",
             _official_route(OFFICIAL=_OK, OFFICIAL_Y=_404),
         )
     return Policy(
@@ -221,7 +222,7 @@ DEV_ONLY = Policy(
     _everyone(_OK),
 )
 DEV_ONLY_REFUSED = Policy(
-    "DEV_ONLY",
+    "DEV_ONLY_TOKEN",
     "the development e-ID simulator's token endpoint: only Kho itself holds a valid code and "
     "client secret, so every caller's request is refused on its merits (400)",
     _everyone(Outcome.REFUSED),

@@ -32,8 +32,11 @@ import pytest
 from sqlalchemy import create_engine
 
 from api.container import API_AUDIENCE
-from api.limits import LimitConfig, json_too_deep
+from api.limits import LimitConfig, Principal, PrincipalResolver, json_too_deep
+from common.clock import FixedClock
 from common.settings import Settings
+from sso.errors import InvalidToken
+from sso.tokens import AccessClaims
 from storage.db import Base
 from storage.ratelimit import RateLimitStore, window_of
 from tests.assurance.test_scale_out import kho_pair
@@ -257,6 +260,55 @@ def test_rate_limits_are_on_in_production_unless_turned_off(tmp_path: Path) -> N
     assert (defaults.max_json_bytes, defaults.max_json_depth) == (MiB, 32)
     assert (defaults.owner_per_minute, defaults.client_per_minute) == (600, 6000)
     assert defaults.anonymous_per_minute == 300
+
+
+class _Validator:
+    """Stands in for the token validator: tokens are ``owner:<sub>`` or ``client:<id>``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.good: set[str] = set()
+
+    def validate(self, token: str) -> AccessClaims:
+        self.calls += 1
+        if token not in self.good:
+            raise InvalidToken()
+        kind, _, name = token.partition(":")
+        return AccessClaims(
+            subject=name,
+            issuer="i",
+            audience=("kho-api",),
+            client_id=name if kind == "client" else "portal",
+            scopes=frozenset(),
+            acr=None,
+            auth_time=None,
+            token_id=None,
+            expires_at=int(CLOCK_START.timestamp()) + 600,
+            raw={},
+        )
+
+
+CLOCK_START = dt.datetime(2026, 11, 29, 8, 0, tzinfo=dt.UTC)
+
+
+def test_principals_come_from_verified_tokens_only() -> None:
+    validator = _Validator()
+    clock = FixedClock(CLOCK_START)
+    resolver = PrincipalResolver(validator, clock)  # type: ignore[arg-type]
+    validator.good |= {"owner:alice", "client:agency-x"}
+    assert resolver.verify("owner:alice") == Principal("owner", "alice")
+    assert resolver.verify("client:agency-x") == Principal("client", "agency-x")
+    assert resolver.verify("owner:mallory-says-alice") is None
+    assert resolver.cached("owner:alice") == (True, Principal("owner", "alice"))
+    assert resolver.cached("owner:mallory-says-alice") == (True, None)
+    assert resolver.cached("never-seen") == (False, None)
+    # A failure is retried after a minute (a key rotated in elsewhere, an early iat) ...
+    validator.good.add("owner:mallory-says-alice")
+    clock.advance(dt.timedelta(seconds=61))
+    assert resolver.cached("owner:mallory-says-alice") == (False, None)
+    # ... and a verified token stops naming its owner when it expires.
+    clock.advance(dt.timedelta(seconds=600))
+    assert resolver.cached("owner:alice") == (True, None)
 
 
 # -- bodies -----------------------------------------------------------------------------------

@@ -30,14 +30,13 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from sqlalchemy import inspect
 
 from api.app import prepare
 from api.container import API_AUDIENCE, build_container
 from common.settings import Settings
 from identity.service import CitizenProfile, IdentityService
 from sso.service import ClientRegistration
-from storage.db import Base, session_scope
+from storage.db import session_scope
 from storage.migrate import upgrade
 from tests.conftest import random_personal_id
 from tests.integration.test_access_log import owner_side_check
@@ -47,7 +46,6 @@ from tests.kho_server import (
     _drop_postgres,
     _fresh_postgres,
     _kho_command,
-    _stop,
     _wait_healthy,
     cookieless_client,
     free_port,
@@ -197,9 +195,6 @@ def kho_pair(tmp_path: Path, *, s3: bool = True, **settings_env: object) -> Iter
         upgrade(url)
         setup = build_container(settings)
         prepare(setup)
-        web_sessions = Base.metadata.tables.get("web_sessions")
-        if web_sessions is not None and not inspect(setup.engine).has_table("web_sessions"):
-            web_sessions.create(setup.engine, checkfirst=True)  # until its migration exists
         for name in ("a", "b"):
             port = free_port()
             child = {**env, "KHO_DATA_DIR": str(root / name / "var"), "KHO_PORT": str(port)}
@@ -229,7 +224,6 @@ def kho_pair(tmp_path: Path, *, s3: bool = True, **settings_env: object) -> Iter
     finally:
         for server in servers:
             server.close()
-            _stop(server.process)
         balancer.close()
         if setup is not None:
             if s3:
@@ -392,8 +386,6 @@ def test_a_sign_in_on_one_process_holds_on_the_other(pair: Pair) -> None:
     assert not any("/dev/eid/" in step for step in browser.history[before:])
 
     # The pages' session: signed in through A, used on B.
-    if not inspect(pair.a.container.engine).has_table("web_sessions"):
-        pytest.fail("the pages' session table is missing")
     through(pair, browser, pair.a)
     landed, page = browser.go(f"{pair.url}/web/login?next=/web/store")
     assert page is not None and page.status_code == 200, browser.history[-6:]
