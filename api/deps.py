@@ -52,10 +52,22 @@ def get_container(request: Request) -> Container:
 ContainerDep = Annotated[Container, Depends(get_container)]
 
 
-def get_session(container: ContainerDep) -> Iterator[Session]:
+# Set on ``request.state`` by a route class that turns an exception into a response itself
+# (the pages' error pages): the exception then never reaches this dependency, and the unit of
+# work must still roll back.
+REQUEST_FAILED = "unit_of_work_failed"
+
+
+class _Failed(Exception):
+    pass
+
+
+def get_session(container: ContainerDep, request: Request) -> Iterator[Session]:
     session = container.sessions()
     try:
         yield session
+        if getattr(request.state, REQUEST_FAILED, False):
+            raise _Failed
         try:
             session.commit()
         except IntegrityError:
@@ -72,13 +84,15 @@ def get_session(container: ContainerDep) -> Iterator[Session]:
                 callback()
             except Exception:  # noqa: BLE001 - cleanup is retried by the sweeper
                 log.warning("after_commit_failed")
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
         for callback in run_after_rollback(session):
             try:
                 callback()
             except Exception:  # noqa: BLE001 - a refusal stands even if its record fails
                 log.warning("after_rollback_failed")
+        if isinstance(exc, _Failed):
+            return
         raise
     finally:
         session.close()

@@ -99,3 +99,9 @@ class StatutoryAccessNotApproved(Forbidden):
     code = "statutory_access_not_approved"
     title_vi = "Yêu cầu truy cập chưa được phê duyệt hoặc đã hết hạn"
     title_en = "The statutory access is not approved, or has expired"
+
+
+class NotificationNotFound(NotFound):
+    code = "notification_not_found"
+    title_vi = "Không tìm thấy thông báo"
+    title_en = "Notification not found"

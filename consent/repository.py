@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from consent.errors import NotificationNotFound
 from consent.models import (
     AccessMode,
     ConsentRequest,
@@ -182,15 +183,23 @@ class NotificationRepository:
         ).all()
 
     def mark_read(self, owner_id: uuid.UUID, notification_id: uuid.UUID, now: dt.datetime) -> None:
-        self.session.execute(
-            update(Notification)
-            .where(
+        """Mark one of the owner's notifications read (again: no change). Someone else's, or one
+        not shown yet (a deferred disclosure), is not found, as every other owner resource is."""
+        shown = self.session.execute(
+            select(Notification.read_at).where(
                 Notification.id == notification_id,
                 Notification.owner_id == owner_id,
-                Notification.read_at.is_(None),
+                Notification.visible_from <= now,
             )
-            .values(read_at=now)
-        )
+        ).first()
+        if shown is None:
+            raise NotificationNotFound()
+        if shown.read_at is None:
+            self.session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id, Notification.owner_id == owner_id)
+                .values(read_at=now)
+            )
 
 
 def undisclosed_statutory_accesses(

@@ -17,8 +17,6 @@ from api.deps import (
     StatutoryAccesses,
 )
 from api.routers.documents import stream_content
-from common.errors import NotFound
-from consent.models import Notification
 from consent.repository import NotificationRepository
 from consent.schemas import NotificationOut, StatutoryAccessIn, StatutoryAccessOut
 
@@ -96,12 +94,6 @@ def notifications(
     ]
 
 
-class NotificationNotFound(NotFound):
-    code = "notification_not_found"
-    title_vi = "Không tìm thấy thông báo"
-    title_en = "Notification not found"
-
-
 @router.post(
     "/notifications/{notification_id}/read",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -111,11 +103,7 @@ class NotificationNotFound(NotFound):
 def mark_read(
     notification_id: uuid.UUID, owner: CurrentOwner, session: DbSession, container: ContainerDep
 ) -> Response:
-    # Someone else's notification, or one not shown yet (a deferred disclosure), is "not
-    # found", as every other owner resource is; it was a silent 204 before.
-    now = container.clock.now()
-    row = session.get(Notification, notification_id)
-    if row is None or row.owner_id != owner.account_id or row.visible_from > now:
-        raise NotificationNotFound()
-    NotificationRepository(session).mark_read(owner.account_id, notification_id, now)
+    NotificationRepository(session).mark_read(
+        owner.account_id, notification_id, container.clock.now()
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -22,21 +22,23 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlalchemy import func, select
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from api.container import Container
-from api.deps import ContainerDep, DbSession
+from api.deps import REQUEST_FAILED, ContainerDep, DbSession
 from api.web import i18n
 from api.web.i18n import LANG_COOKIE, Lang, Texts, pick_language
 from api.web.security import CsrfFailed, Form, apply_security_headers, check_origin, read_urlencoded
 from api.web.session import COOKIE_NAME, COOKIE_PATH, csrf_matches
 from api.web.signin import SignedIn, SignInRequired, WebSignIn
-from common.errors import KhoError, NotFound
+from common.errors import InvalidInput, KhoError, NotFound
 from consent.errors import NotAnOfficial
 from consent.models import ConsentRequest, Notification, RequestStatus
 from identity.repository import AccountRepository, AgencyRepository
 from sso.models import WebSession
+from storage.db import DatabaseUnavailable
 
 log = structlog.get_logger("kho.web")
 
@@ -349,7 +351,13 @@ class WebRoute(APIRoute):
 
         async def handler(request: Request) -> Response:
             try:
-                response = await original(request)
+                try:
+                    response = await original(request)
+                except BaseException:
+                    # The error page below is the response: tell the request's unit of work
+                    # that it failed, so that it rolls back instead of committing.
+                    setattr(request.state, REQUEST_FAILED, True)
+                    raise
             except SignInRequired as exc:
                 if request.method == "GET":
                     response = login_redirect(request)
@@ -363,6 +371,14 @@ class WebRoute(APIRoute):
                 response = error_response(
                     request, PageNotFound() if exc.status_code == 404 else InternalPageError()
                 )
+            except DataError as exc:
+                # The database refused a value the form or address carried (PostgreSQL: a NUL
+                # character, a number beyond a column's range): the caller's input, as in the API.
+                log.warning("page_data_refused", error_type=type(exc.orig).__name__)
+                response = error_response(request, InvalidInput())
+            except OperationalError:
+                log.warning("page_database_unavailable")
+                response = error_response(request, DatabaseUnavailable())
             except Exception:
                 log.exception("page_crashed")
                 response = error_response(request, InternalPageError())

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from api.deps import ContainerDep, DbSession, Documents, Identity, get_consent_service
 from api.http import content_disposition, filename_from_disposition
 from api.routers.access_log import get_access_log
-from api.routers.documents import body_chunks, stream_content
+from api.routers.documents import MAX_VERSION, body_chunks, stream_content
 from api.routers.me import RECENT_LOGIN
 from api.web.i18n import ACTOR_KIND, VIETNAM, Texts
 from api.web.pages import (
@@ -521,7 +521,7 @@ def download(
     document_id: uuid.UUID,
     user: UserDep,
     documents: Documents,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     inline: int = 0,
 ) -> Response:
     opened = documents.open_content(user.account_id, document_id, version)

@@ -221,6 +221,9 @@ class WebSignIn:
         nonce = row.login_nonce
         verifier = self.store.open(row, row.login_verifier)
         row.login_state_hash = row.login_nonce = row.login_verifier = row.login_next = None
+        # Single use, whatever follows: committed now, so a refused response (which rolls the
+        # request back) cannot leave the state open for another try.
+        self.session.commit()
         if iss is not None and iss != self.container.issuer_url:
             raise SignInFailed(detail_en="Unexpected issuer in the authorization response.")
         if error:

@@ -964,6 +964,45 @@ def test_every_route_has_a_declared_policy_and_a_request(assurance_app: FastAPI)
     )
 
 
+def test_pages_refuse_values_the_database_cannot_hold(assurance_world: World) -> None:
+    """A page is refused with an error page, never a 500, for a value the database refuses
+    (PostgreSQL: a NUL character in text) or an out-of-range number in the address; and
+    nothing is stored."""
+    world = assurance_world
+    owner = world.fresh_citizen()
+    secret, token = world.page_session(owner)
+    cookie = {"Cookie": f"{WEB_COOKIE}={secret}"}
+    listed = expect(world.client.get("/v1/documents", headers=world.as_owner(owner)), 200)
+    before = len(listed.json()["items"])
+    response = world.client.post(
+        "/web/documents",
+        data={"csrf": token, "type_code": "cccd", "title": "Căn cước\x00"},
+        files={"file": ("cccd.pdf", tiny_pdf(secrets.token_hex(8)), "application/pdf")},
+        headers=cookie,
+        follow_redirects=False,
+    )
+    assert response.status_code in (303, 422), (response.status_code, response.text[:300])
+    after = len(
+        expect(world.client.get("/v1/documents", headers=world.as_owner(owner)), 200).json()[
+            "items"
+        ]
+    )
+    if response.status_code == 422:
+        assert "text/html" in response.headers["content-type"]
+        assert "Dữ liệu không hợp lệ" in response.text
+        assert after == before
+    else:  # SQLite stores a NUL as it is: the paper is kept, as given.
+        assert world.env.backend == "sqlite-local"
+        assert after == before + 1
+    document = world.fresh_document(owner)
+    for version in (2**31, 2**40, 0):
+        response = world.client.get(
+            f"/web/documents/{document}/content", params={"version": version}, headers=cookie
+        )
+        assert response.status_code == 404, (version, response.status_code, response.text[:200])
+        assert "text/html" in response.headers["content-type"]
+
+
 def test_authorization_matrix(assurance_world: World) -> None:
     world = assurance_world
     assert app_routes(world.client.app) == set(POLICIES)  # type: ignore[arg-type]
