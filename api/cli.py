@@ -91,6 +91,12 @@ def serve(
             err=True,
         )
     processes = workers or settings.workers
+    # KHO_MAX_CONCURRENCY is enforced per request by LimitsMiddleware (a problem+json 503).
+    # uvicorn counts connections, idle keep-alive ones and clients still sending headers
+    # included, and answers plain text: it keeps only a looser backstop against those.
+    connection_limit = (
+        None if settings.max_concurrency is None else 2 * settings.max_concurrency + 16
+    )
     if processes > 1:
         # Each worker process builds its own app from the same KHO_* settings; everything
         # shared (sessions, keys, rate state) lives in the database, so they are interchangeable.
@@ -107,7 +113,7 @@ def serve(
             access_log=False,
             proxy_headers=False,
             timeout_keep_alive=settings.keep_alive_seconds,
-            limit_concurrency=settings.max_concurrency,
+            limit_concurrency=connection_limit,
         )
         return
     application = create_app(settings, container=container)
@@ -119,7 +125,7 @@ def serve(
         access_log=False,
         proxy_headers=False,
         timeout_keep_alive=settings.keep_alive_seconds,
-        limit_concurrency=settings.max_concurrency,
+        limit_concurrency=connection_limit,
     )
 
 

@@ -1,8 +1,13 @@
-"""Resource limits at the edge of the app: request bodies and rate limits (pure ASGI).
+"""Resource limits at the edge of the app: requests in flight, bodies, rate limits (pure ASGI).
 
 :class:`LimitsMiddleware` runs inside ``RequestContextMiddleware`` (so refusals carry a request
 id, are logged and counted) and before any route:
 
+* **Requests in flight.** With ``max_concurrency`` set, this process serves at most that many
+  HTTP requests at once (one event loop per process, so a plain count); one more is 503
+  ``server_busy`` with ``Retry-After: 1``, before the rate limiter so it costs no counter row.
+  ``/healthz``, ``/readyz`` and ``/metrics`` are never refused and not counted. uvicorn's own
+  ``limit_concurrency`` is only a looser backstop on connections (see ``api.cli``).
 * **Rate limits.** Each request is counted against a fixed one-minute window keyed by (principal,
   route class) in the ``rate_limits`` table (``storage.ratelimit``), so every API process sees the
   same counts. The principal is the owner account or the OAuth client of a bearer token that
@@ -75,6 +80,7 @@ class LimitConfig:
     owner_per_minute: int = 600
     client_per_minute: int = 6000
     anonymous_per_minute: int = 300
+    max_concurrency: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LimitConfig:
@@ -90,6 +96,7 @@ class LimitConfig:
             owner_per_minute=settings.rate_limit_owner_per_minute,
             client_per_minute=settings.rate_limit_client_per_minute,
             anonymous_per_minute=settings.rate_limit_anonymous_per_minute,
+            max_concurrency=settings.max_concurrency,
         )
 
 
@@ -436,7 +443,8 @@ class _Exchange:
 
 
 class LimitsMiddleware:
-    """Rate limits, bounded buffered bodies and body deadlines (see the module docstring)."""
+    """Requests in flight, rate limits, bounded buffered bodies and body deadlines (see the
+    module docstring)."""
 
     def __init__(
         self,
@@ -453,11 +461,26 @@ class LimitsMiddleware:
             PrincipalResolver(container.tokens, container.clock),
             container.clock,
         )
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.config.max_concurrency
+        if limit is None or scope["path"] in EXEMPT_PATHS:
+            await self._serve(scope, receive, send)
+            return
+        if self.in_flight >= limit:
+            await self._refuse_busy(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._serve(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.config.rate_limit_enabled:
             refusal = await self.limiter.check(scope)
             if refusal is not None:
@@ -482,6 +505,25 @@ class LimitsMiddleware:
     ) -> None:
         response = build(Request(scope))
         await response(scope, receive, send)
+
+    async def _refuse_busy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.config.max_concurrency
+        await self._send(
+            scope,
+            receive,
+            send,
+            lambda request: problem(
+                request,
+                status=503,
+                code="server_busy",
+                title_vi="Máy chủ đang bận",
+                title_en="Server busy",
+                detail_vi=f"Máy chủ đang xử lý {limit} yêu cầu cùng lúc; thử lại sau 1 giây.",
+                detail_en=f"The server is handling {limit} requests at once; retry in 1 second.",
+                headers={"Retry-After": "1"}
+                | ({"Connection": "close"} if _has_body(scope) else {}),
+            ),
+        )
 
     async def _refuse_rate(
         self, scope: Scope, receive: Receive, send: Send, refusal: Refusal

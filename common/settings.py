@@ -89,7 +89,7 @@ class Settings(BaseSettings):
         default=5, ge=1, description="Idle keep-alive connections are closed after this"
     )
     max_concurrency: int | None = Field(
-        default=None, ge=1, description="Connections and requests per process before 503"
+        default=None, ge=1, description="HTTP requests in flight per process before 503 busy"
     )
     rate_limit_enabled: bool | None = Field(
         default=None, description="Rate limits on or off; unset: on in production only"

@@ -131,14 +131,19 @@ class RawRequest:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 30.0
 
-    def send(self, pieces: Iterable[bytes] = (), *, pause: float = 0.0) -> RawAnswer:
+    def open(self) -> socket.socket:
+        """Connect and send the request line and headers; the body is the caller's."""
         host, port = self.server.url.removeprefix("http://").split(":")
+        sock = socket.create_connection((host, int(port)), timeout=self.timeout)
+        lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}:{port}"]
+        lines += [f"{k}: {v}" for k, v in self.headers.items()]
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        return sock
+
+    def send(self, pieces: Iterable[bytes] = (), *, pause: float = 0.0) -> RawAnswer:
         started = time.monotonic()
         sent = 0
-        with socket.create_connection((host, int(port)), timeout=self.timeout) as sock:
-            lines = [f"{self.method} {self.path} HTTP/1.1", f"Host: {host}:{port}"]
-            lines += [f"{k}: {v}" for k, v in self.headers.items()]
-            sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        with self.open() as sock:
             for piece in pieces:
                 if _readable(sock, 0):
                     break
@@ -260,6 +265,7 @@ def test_rate_limits_are_on_in_production_unless_turned_off(tmp_path: Path) -> N
     assert (defaults.max_json_bytes, defaults.max_json_depth) == (MiB, 32)
     assert (defaults.owner_per_minute, defaults.client_per_minute) == (600, 6000)
     assert defaults.anonymous_per_minute == 300
+    assert defaults.max_concurrency is None  # no limit on requests in flight
 
 
 class _Validator:
@@ -470,6 +476,77 @@ def test_idle_keep_alive_connections_are_closed(bodies: KhoServer) -> None:
         assert _readable(sock, 5), "the server kept an idle connection open"
         assert sock.recv(1) == b""  # closed by the server (keep_alive_seconds=1)
         assert time.monotonic() - idle < 3
+
+
+# -- requests in flight -----------------------------------------------------------------------
+
+
+def test_requests_beyond_max_concurrency_are_503_problem_json(tmp_path: Path) -> None:
+    with running_kho(
+        tmp_path,
+        max_concurrency=2,
+        rate_limit_enabled=False,
+        body_idle_seconds=5,
+        max_upload_bytes=8 * MiB,
+    ) as server:
+        headers, _ = owner_headers(server)
+        documents = [new_document(server, headers) for _ in range(2)]
+        first, rest = b"%PDF-1.7\n" + b"h" * 991, b"h" * 9000
+        held: list[socket.socket] = []
+        try:
+            for document in documents:  # two uploads that stop part way: two requests in flight
+                sock = RawRequest(
+                    server,
+                    "PUT",
+                    f"/v1/documents/{document}/content",
+                    {
+                        **headers,
+                        "Content-Type": "application/pdf",
+                        "Content-Length": str(len(first) + len(rest)),
+                    },
+                    timeout=15,
+                ).open()
+                held.append(sock)
+                sock.sendall(first)
+            with server.http() as http:
+                deadline = time.monotonic() + 5  # until the server has both uploads in hand
+                busy = http.get("/v1/documents", headers=headers)
+                while busy.status_code == 200 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    busy = http.get("/v1/documents", headers=headers)
+                body = assert_problem(busy, 503, "server_busy")
+                assert busy.headers["retry-after"] == "1" and body["title"] == "Máy chủ đang bận"
+                assert "connection" not in busy.headers  # no body: the connection stays usable
+                english = http.get("/v1/documents", headers={**headers, "Accept-Language": "en"})
+                assert assert_problem(english, 503, "server_busy")["title"] == "Server busy"
+                for path in ("/healthz", "/readyz", "/metrics"):  # never refused, not counted
+                    assert http.get(path).status_code == 200, path
+            with_body = RawRequest(
+                server,
+                "POST",
+                "/v1/documents",
+                {**headers, "Content-Type": "application/json", "Content-Length": "40"},
+                timeout=10,
+            ).send()  # the body is never sent: the refusal does not wait for it
+            assert with_body.status == 503 and with_body.headers["connection"] == "close"
+            assert with_body.json()["code"] == "server_busy"
+            for sock in held:  # the held uploads finish, unharmed
+                sock.sendall(rest)
+                answer = _read_answer(sock, time.monotonic(), len(rest), 15)
+                assert answer.status == 201, answer.body[:300]
+        finally:
+            for sock in held:
+                sock.close()
+        with server.http() as http:
+            # The count drops when the app returns, an instant after its last byte is sent.
+            deadline = time.monotonic() + 2
+            again = http.get("/v1/documents", headers=headers)
+            while again.status_code == 503 and time.monotonic() < deadline:
+                time.sleep(0.05)
+                again = http.get("/v1/documents", headers=headers)
+            assert again.status_code == 200, again.text
+            assert len(again.json()["items"]) == 2
+        assert_healthy(server)
 
 
 # -- rate limits ------------------------------------------------------------------------------
