@@ -101,6 +101,20 @@ class StatutoryAccessNotApproved(Forbidden):
     title_en = "The statutory access is not approved, or has expired"
 
 
+class NotTheRequestingOfficial(Forbidden):
+    code = "not_the_requesting_official"
+    title_vi = "Chỉ cán bộ đã đề nghị truy cập mới được xem giấy tờ"
+    title_en = "Only the official who asked for this access may read under it"
+    detail_vi = (
+        "Truy cập theo quy định pháp luật gắn với cán bộ xử lý đã đề nghị, khi cán bộ đó vẫn "
+        "giữ vai trò xử lý."
+    )
+    detail_en = (
+        "A statutory access is bound to the processing official who asked for it, while they "
+        "still hold a processing role."
+    )
+
+
 class NotificationNotFound(NotFound):
     code = "notification_not_found"
     title_vi = "Không tìm thấy thông báo"

@@ -32,6 +32,7 @@ from consent.errors import (
     InvalidConsentRequest,
     InvalidDecision,
     NotAnOfficial,
+    NotTheRequestingOfficial,
     RequestLapsed,
     RequestNotPending,
     SecondApproverRequired,
@@ -861,6 +862,10 @@ class OfficialActor:
     roles: frozenset[str]
 
 
+# Roles that may ask for a statutory access, and read under it once approved.
+_STATUTORY_REQUESTER_ROLES = frozenset({"processor", "agency_admin"})
+
+
 class StatutoryAccessService:
     """Access without consent, under a named legal provision, approved by a second official of
     the same agency, and always shown to the owner — at once, or when the stated date passes."""
@@ -877,7 +882,7 @@ class StatutoryAccessService:
         self.denials = denials
 
     def request(self, official: OfficialActor, body: StatutoryAccessIn) -> StatutoryAccessOut:
-        if "processor" not in official.roles and "agency_admin" not in official.roles:
+        if not official.roles & _STATUTORY_REQUESTER_ROLES:
             raise NotAnOfficial()
         citizen = self.accounts.citizen_by_personal_id(body.subject_personal_id)
         if citizen is None:
@@ -975,7 +980,13 @@ class StatutoryAccessService:
             purpose=access.legal_reference,
         )
         problem: type[KhoError] | None = None
-        if covered is None or ref is None:
+        if access.requested_by != official.official_id or not (
+            official.roles & _STATUTORY_REQUESTER_ROLES
+        ):
+            # Least privilege: the second official approved this official's request for a case,
+            # not a read for every colleague; and a role taken away ends the access.
+            problem = NotTheRequestingOfficial
+        elif covered is None or ref is None:
             problem = DocumentNotInGrant
         elif access.status != StatutoryStatus.approved or access.valid_until <= now:
             problem = StatutoryAccessNotApproved

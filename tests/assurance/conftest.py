@@ -236,8 +236,14 @@ class World:
         delegation_id: str = created["id"]
         return delegation_id
 
-    def fresh_statutory(self, *, approve: bool = False) -> str:
-        """A statutory access of X to A's paper, asked by the second official of X."""
+    def fresh_statutory(self, *, approve: bool = False, asked_by_official: bool = False) -> str:
+        """A statutory access of X to A's paper, asked by the second official of X and approved
+        (if asked) by the official; ``asked_by_official``: the other way round."""
+        asker, approver = (
+            (self.official, self.second_official)
+            if asked_by_official
+            else (self.second_official, self.official)
+        )
         created = expect(
             self.client.post(
                 "/v1/agency/statutory-access",
@@ -247,7 +253,7 @@ class World:
                     "purpose": "Xác minh theo yêu cầu của cơ quan điều tra",
                     "document_ids": [self.doc_a],
                 },
-                headers=self.as_official(self.second_official, self.x),
+                headers=self.as_official(asker, self.x),
             ),
             201,
         ).json()
@@ -257,7 +263,7 @@ class World:
                 self.client.post(
                     f"/v1/agency/statutory-access/{access_id}/approval",
                     json={"approve": True},
-                    headers=self.as_official(self.official, self.x),
+                    headers=self.as_official(approver, self.x),
                 ),
                 200,
             )
@@ -610,7 +616,8 @@ def build_world(env: KhoEnv) -> World:
     ).json()
     world.granted_request_id = str(followed["request_id"])
     world.pending_request_id = world.fresh_request([{"document_type": "cccd"}])
-    world.statutory_id = world.fresh_statutory(approve=True)
+    # Asked by the official (the matrix's OFFICIAL reads under it), approved by the second.
+    world.statutory_id = world.fresh_statutory(approve=True, asked_by_official=True)
     issued = world.fresh_issued()
     world.issued_doc_id = str(issued["document_id"])
     world.verify_qr = str(issued["verify_qr"])

@@ -210,6 +210,13 @@ def official(role: str, *, of_resource: bool) -> Policy:
     )
 
 
+STATUTORY_REQUESTER = Policy(
+    "STATUTORY_REQUESTER",
+    "the official of X who asked for the statutory access, while holding a processing role "
+    "(another official of X gets 403 not_the_requesting_official); an official of another "
+    "agency gets 404",
+    _official_route(OFFICIAL=_OK, OFFICIAL_Y=_404),
+)
 OPERATOR = Policy(
     "OPERATOR",
     "a token with the kho:admin scope; any other token 403",
@@ -388,7 +395,7 @@ POLICIES: dict[Route, Policy] = {
     (
         "GET",
         "/v1/agency/statutory-access/{access_id}/documents/{document_id}/content",
-    ): official("any", of_resource=True),
+    ): STATUTORY_REQUESTER,
     ("POST", "/v1/agency/desk/documents"): official("receptionist", of_resource=False),
     ("PUT", "/v1/agency/desk/documents/{document_id}/content"): official("any", of_resource=True),
     # public checks and the catalogue

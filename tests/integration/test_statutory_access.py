@@ -65,6 +65,13 @@ def test_statutory_access_needs_a_second_approver_and_is_shown_to_the_owner(
     got = env.client.get(f"{url}/documents/{doc_id}/content", headers=env.headers(processor))
     assert got.status_code == 200
     assert got.content == data
+    # Bound to the official who asked: not the approver, not a colleague with the same role.
+    colleague = official(env, police, ["processor", "receptionist"])
+    for other in (approver, colleague):
+        refused = env.client.get(f"{url}/documents/{doc_id}/content", headers=env.headers(other))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "not_the_requesting_official"
+        assert b"%PDF" not in refused.content
     shown = env.client.get("/v1/statutory-access", headers=env.headers(owner)).json()
     assert [a["id"] for a in shown] == [access["id"]]
     assert shown[0]["legal_reference"] == base["legal_reference"]
@@ -94,6 +101,7 @@ def test_statutory_access_needs_a_second_approver_and_is_shown_to_the_owner(
     entries = [(e.action, e.decision, e.reason) for e in log_of(env, owner)]
     assert ("statutory.fetch", "allowed", None) in entries
     assert ("statutory.fetch", "denied", "statutory_access_not_approved") in entries
+    assert entries.count(("statutory.fetch", "denied", "not_the_requesting_official")) == 2
 
     # Another agency's officials see nothing; a citizen who is no official cannot ask.
     other = make_agency(env, "STP-TN", "Sở Tư pháp")
