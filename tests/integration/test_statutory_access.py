@@ -67,8 +67,8 @@ def test_statutory_access_needs_a_second_approver_and_is_shown_to_the_owner(
     assert got.content == data
     # Bound to the official who asked: not the approver, not a colleague with the same role.
     colleague = official(env, police, ["processor", "receptionist"])
-    for other in (approver, colleague):
-        refused = env.client.get(f"{url}/documents/{doc_id}/content", headers=env.headers(other))
+    for someone in (approver, colleague):
+        refused = env.client.get(f"{url}/documents/{doc_id}/content", headers=env.headers(someone))
         assert refused.status_code == 403, refused.text
         assert refused.json()["code"] == "not_the_requesting_official"
         assert b"%PDF" not in refused.content
