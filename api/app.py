@@ -16,6 +16,7 @@ from api.container import Container, HttpWebhookPoster, build_container
 from api.errors import install_error_handlers
 from api.limits import LimitsMiddleware
 from api.observability import Metrics, RequestContextMiddleware, configure_logging
+from api.openapi import install_openapi
 from api.routers import (
     access_log,
     admin,
@@ -131,6 +132,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         docs_url="/docs",
         redoc_url=None,
     )
+    install_openapi(app)
     metrics = Metrics()
     app.state.container = container
     app.state.metrics = metrics

@@ -52,6 +52,7 @@ KHO_PROCEDURE_CODE = re.compile(r"^KHO-[A-Z]{2,10}-\d{3,6}$")
 # at once both load the starter catalogue, and the second must see the first one's rows.
 _CATALOGUE_LOCK = 0x6B68636C
 _MAX_ISSUES = 50
+_PATH_PART = re.compile(r"[^.\[\]]+")
 
 Level = Literal["province", "commune"]
 
@@ -61,10 +62,22 @@ Level = Literal["province", "commune"]
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem of a catalogue document, at a path like ``procedures[3].code``."""
+    """One problem of a catalogue document, at a path like ``procedures[3].code``; ``kind`` is
+    pydantic's error type where pydantic found it."""
 
     path: str
     message: str
+    kind: str = "value_error"
+
+    @property
+    def location(self) -> list[str]:
+        """The path as the parts of a request validation error's ``location``:
+        ``["procedures", "3", "code"]``."""
+        return [] if self.path == "(root)" else _PATH_PART.findall(self.path)
+
+    def as_error(self) -> dict[str, Any]:
+        """The shape of an item of a problem's ``errors``, as for an invalid request."""
+        return {"location": self.location, "message": self.message, "type": self.kind}
 
 
 class InvalidCatalogue(InvalidInput):
@@ -81,11 +94,7 @@ class InvalidCatalogue(InvalidInput):
         super().__init__(
             f"Danh mục không hợp lệ tại {first.path}: {first.message}{more_vi}",
             f"{first.path}: {first.message}{more}",
-            extra={
-                "errors": [
-                    {"path": issue.path, "message": issue.message} for issue in issues[:_MAX_ISSUES]
-                ]
-            },
+            extra={"errors": [issue.as_error() for issue in issues[:_MAX_ISSUES]]},
         )
         self.issues = list(issues)
 
@@ -242,7 +251,7 @@ def _pydantic_issues(exc: ValidationError, prefix: str = "") -> list[Issue]:
         if prefix:
             path = prefix if path == "(root)" else f"{prefix}.{path}"
         message = str(error["msg"]).removeprefix("Value error, ")
-        issues.append(Issue(path, message))
+        issues.append(Issue(path, message, str(error["type"])))
     return issues
 
 

@@ -50,8 +50,8 @@ _AUTH: dict[int | str, dict[str, Any]] = {
 }
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {
-        "description": "invalid_catalogue: every problem with its path, e.g. "
-        "`procedures[3].requirements[1].document_type`"
+        "description": "invalid_catalogue: every problem in `errors` with its location, e.g. "
+        '`["procedures", "3", "requirements", "1", "document_type"]`'
     }
 }
 

@@ -13,6 +13,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import ContainerDep, CurrentOwner, Documents
@@ -205,6 +206,27 @@ def _coalesce(chunks: Iterator[bytes], size: int = BODY_BATCH) -> Iterator[bytes
         yield bytes(batch)
 
 
+def declared_length(request: Request) -> int | None:
+    """The request's ``Content-Length``, read from the headers rather than declared as a
+    parameter (a client does not choose it). Not a non-negative integer: 422, as when it was
+    a parameter."""
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError:
+        error = {
+            "type": "int_parsing",
+            "msg": "Input should be a valid integer, unable to parse string as an integer",
+        }
+    else:
+        if length >= 0:
+            return length
+        error = {"type": "greater_than_equal", "msg": "Input should be greater than or equal to 0"}
+    raise RequestValidationError([{**error, "loc": ("header", "content-length"), "input": value}])
+
+
 @router.put(
     "/documents/{document_id}/content",
     summary="Upload a new version: the raw request body, streamed and encrypted on the way",
@@ -231,9 +253,9 @@ async def upload_content(
     documents: Documents,
     container: ContainerDep,
     idempotency_key: IdempotencyKey = None,
-    content_length: Annotated[int | None, Header(ge=0)] = None,
 ) -> JSONResponse:
     limit = container.settings.max_upload_bytes
+    content_length = declared_length(request)
     if content_length is not None and content_length > limit:
         raise ContentTooLarge(extra={"limit_bytes": limit})
     filename = filename_from_disposition(request.headers.get("content-disposition"))

@@ -150,13 +150,22 @@ def test_bad_file_is_refused_naming_the_path(kho_env: KhoEnv) -> None:
     assert response.status_code == 422
     problem = response.json()
     assert problem["code"] == "invalid_catalogue"
-    assert problem["errors"][0]["path"] == "procedures[3].requirements[1].document_type"
+    assert problem["errors"][0]["location"] == [
+        "procedures",
+        "3",
+        "requirements",
+        "1",
+        "document_type",
+    ]
+    assert set(problem["errors"][0]) == {"location", "message", "type"}
     assert "procedures[3].requirements[1].document_type" in problem["detail"]
     shape = copy.deepcopy(load_starter())
     shape["procedures"][0]["requirements"][0]["min_assurance"] = "very_high"
     response = import_(kho_env, shape)
     assert response.status_code == 422
-    assert response.json()["errors"][0]["path"] == "procedures[0].requirements[0].min_assurance"
+    error = response.json()["errors"][0]
+    assert error["location"] == ["procedures", "0", "requirements", "0", "min_assurance"]
+    assert error["type"] == "enum"
     assert versions(kho_env) == before
 
 
@@ -243,10 +252,10 @@ def test_admin_edits_are_versioned(kho_env: KhoEnv) -> None:
         headers=ops,
     )
     assert unknown.status_code == 422
-    assert unknown.json()["errors"][0]["path"] == "requirements[0].document_type"
+    assert unknown.json()["errors"][0]["location"] == ["requirements", "0", "document_type"]
     invented = client.put("/v1/admin/catalogue/procedures/1.999999", json=procedure, headers=ops)
     assert invented.status_code == 422
-    assert invented.json()["errors"][0]["path"] == "code"
+    assert invented.json()["errors"][0]["location"] == ["code"]
     extra = client.put(
         "/v1/admin/catalogue/procedures/KHO-LN-003",
         json={**procedure, "fee": 10},
