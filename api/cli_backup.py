@@ -7,6 +7,12 @@ of each master key (so a restore refuses the wrong key before it touches anythin
 list kept *outside* the backups and its replay, and the checks after a restore (the access log
 verifies, every live version's object is there and decrypts to its SHA-256).
 
+The erasure list is the erasure journal (``KHO_ERASURE_LIST``, :mod:`storage.erasures`) that
+every account erasure and document deletion is appended to before it is answered; ``kho restore``
+replays it unless ``--erasure-list FILE`` names another list or ``--no-erasure-replay`` is given.
+``kho backup --erasure-list FILE`` still merges the database's erasures into ``FILE`` (only
+appending, so ``FILE`` may be the live journal).
+
 **The master key is never copied into a backup.** Both commands say so on every run.
 
 Exit status: 0 done; 1 the restore finished but a check after it failed; 2 nothing was done
@@ -17,10 +23,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import struct
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -32,6 +36,12 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from common.errors import KhoError
 from common.settings import Settings, load_settings
+from storage.erasures import (
+    Erasure,
+    ErasureJournalUnavailable,
+    ErasureListDamaged,
+    FileErasureJournal,
+)
 
 if TYPE_CHECKING:
     from api.container import Container
@@ -45,11 +55,6 @@ backup_app = typer.Typer(
 
 MiB = 1024 * 1024
 KEY_CHECK_LABEL = b"kho/backup/master-key-check/v1"
-ERASURE_LIST_HEADER = (
-    "# Kho erasure list: one 'account <id> <erased at>' or 'document <id> <deleted at>' per "
-    "line.\n# Keep it OUTSIDE the backups and the database; `kho restore --erasure-list` replays "
-    "it.\n"
-)
 LOUD_NOTICE = (
     "*** THE MASTER KEY IS NOT IN THIS BACKUP. Keep master-key version(s) {versions} apart from "
     "it (another medium, another custodian): a restore needs them, and anyone holding both can "
@@ -125,44 +130,31 @@ class VaultSnapshot:
 # -- the erasure list --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Erasure:
-    kind: str  # "account" or "document"
-    id: uuid.UUID
-    when: str
-
-    def line(self) -> str:
-        return f"{self.kind} {self.id} {self.when}"
-
-
 def read_erasure_list(path: Path) -> list[Erasure]:
-    entries: list[Erasure] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        try:
-            if parts[0] not in ("account", "document") or len(parts) > 3:
-                raise ValueError(parts[0])
-            entries.append(
-                Erasure(parts[0], uuid.UUID(parts[1]), parts[2] if len(parts) > 2 else "")
-            )
-        except (ValueError, IndexError):
-            _fail(f"{path}, line {number}: expected 'account|document <uuid> [time]'")
-    return entries
+    """The list at ``path`` (the journal the API appends to, or an operator's copy)."""
+    try:
+        return FileErasureJournal(path).entries()
+    except ErasureListDamaged as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{path}: {exc.strerror or exc}")
 
 
 def erasures_in_database(container: Container) -> list[Erasure]:
+    """The erased accounts, and the deleted documents of accounts that are not erased (an
+    account's line covers its documents, as in the journal the requests write)."""
     from identity.models import Account, AccountStatus
     from vault.models import Document
 
+    erased = select(Account.id).where(Account.status == AccountStatus.erased)
     with container.sessions() as session:
         accounts = session.execute(
             select(Account.id, Account.erased_at).where(Account.status == AccountStatus.erased)
         ).all()
         documents = session.execute(
-            select(Document.id, Document.deleted_at).where(Document.deleted_at.is_not(None))
+            select(Document.id, Document.deleted_at).where(
+                Document.deleted_at.is_not(None), Document.owner_id.not_in(erased)
+            )
         ).all()
     return [Erasure("account", i, when.isoformat() if when else "") for i, when in accounts] + [
         Erasure("document", i, when.isoformat() if when else "") for i, when in documents
@@ -170,21 +162,17 @@ def erasures_in_database(container: Container) -> list[Erasure]:
 
 
 def update_erasure_list(container: Container, path: Path) -> tuple[int, int]:
-    """Merge the database's erased accounts and deleted documents into ``path``: (new, total)."""
-    known = read_erasure_list(path) if path.exists() else []
-    seen = {(e.kind, e.id) for e in known}
-    new = [e for e in erasures_in_database(container) if (e.kind, e.id) not in seen]
-    entries = known + sorted(new, key=lambda e: (e.when, e.kind, str(e.id)))
+    """Merge the database's erased accounts and deleted documents into ``path``: (new, total).
+
+    Only appends (under the journal's lock), so ``path`` may be the live journal
+    (``KHO_ERASURE_LIST``) that requests append to at the same time."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(ERASURE_LIST_HEADER)
-        handle.writelines(entry.line() + "\n" for entry in entries)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
-    return len(new), len(entries)
+    try:
+        return FileErasureJournal(path).merge(erasures_in_database(container))
+    except ErasureListDamaged as exc:
+        _fail(str(exc))
+    except ErasureJournalUnavailable as exc:
+        _fail(f"{exc.code}: {path}: {exc.__cause__ or exc}")
 
 
 @dataclass
@@ -400,7 +388,8 @@ def restore_command(
         typer.Option(
             "--erasure-list",
             help="The erasure list kept outside the backups: its accounts and documents are "
-            "erased again after the restore",
+            "erased again after the restore [default: the erasure journal, KHO_ERASURE_LIST, "
+            "if it exists]",
         ),
     ] = None,
     no_erasure_replay: Annotated[
@@ -426,14 +415,20 @@ def restore_command(
     from storage.migrate import upgrade
     from storage.s3 import S3ObjectStore
 
-    if erasure_list is None and not no_erasure_replay:
-        _fail(
-            "give --erasure-list FILE (the list kept outside the backups; papers erased after "
-            "the backup must not come back) or --no-erasure-replay to restore without it"
-        )
     if erasure_list is not None and not erasure_list.is_file():
         _fail(f"--erasure-list {erasure_list}: no such file")
     settings = _settings()
+    if erasure_list is None and not no_erasure_replay:
+        # The journal every erasure and deletion was appended to before it was answered.
+        journal = settings.effective_erasure_list
+        if not journal.is_file():
+            _fail(
+                f"no erasure list: the erasure journal KHO_ERASURE_LIST ({journal}) does not "
+                "exist here; point KHO_ERASURE_LIST at it or give --erasure-list FILE (papers "
+                "erased after the backup must not come back), or --no-erasure-replay to restore "
+                "without it"
+            )
+        erasure_list = journal
     if settings.uses_generated_master_key and not settings.generated_master_key_file.exists():
         _fail(
             f"no master key at {settings.generated_master_key_file}: the backup does not contain "
@@ -496,7 +491,11 @@ def restore_command(
         f"erasures replayed: {replayed.accounts_erased} accounts erased, "
         f"{replayed.documents_shredded} documents shredded, {replayed.already_done} already "
         f"done, {replayed.not_in_backup} not in this backup"
-        + ("" if erasure_list else " (NO erasure list given: --no-erasure-replay)")
+        + (
+            f" (erasure list {erasure_list}: {len(entries):,} entries)"
+            if erasure_list
+            else " (NO erasure list given: --no-erasure-replay)"
+        )
     )
     decrypted = (
         f", {check.decrypted:,} decrypted to their SHA-256, {check.decrypt_failures} failed"

@@ -21,6 +21,7 @@ from sso.keys import CachedKeys
 from sso.simulator import EidSimulator
 from sso.tokens import AccessTokenValidator, TokenIssuer
 from storage.db import create_db_engine, make_session_factory
+from storage.erasures import ErasureJournal, FileErasureJournal
 from storage.local import LocalObjectStore
 from storage.objects import ObjectStore
 from storage.s3 import S3ObjectStore
@@ -43,6 +44,7 @@ class Container:
     upstream: UpstreamProvider
     simulator: EidSimulator | None
     http: httpx.Client
+    erasures: ErasureJournal
     clock: Clock = field(default_factory=SystemClock)
 
     @property
@@ -86,6 +88,11 @@ def build_key_provider(settings: Settings) -> KeyProvider:
     return FileKeyProvider(path)
 
 
+def build_erasure_journal(settings: Settings) -> ErasureJournal:
+    """Where erasures and deletions are recorded before they are answered (ADR 0009)."""
+    return FileErasureJournal(settings.effective_erasure_list)
+
+
 def build_container(settings: Settings, *, clock: Clock | None = None) -> Container:
     if not settings.is_production:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -109,6 +116,7 @@ def build_container(settings: Settings, *, clock: Clock | None = None) -> Contai
         upstream=upstream,
         simulator=simulator,
         http=http,
+        erasures=build_erasure_journal(settings),
         clock=clock,
     )
 

@@ -265,6 +265,7 @@ def get_document_service(container: ContainerDep, session: DbSession) -> Documen
         UploadJournal(container.sessions, container.keys, container.clock),
         container.clock,
         max_upload_bytes=container.settings.max_upload_bytes,
+        erasures=container.erasures,
     )
 
 

@@ -2,7 +2,8 @@
 
 Only the app factory and the CLI construct :class:`Settings`; everything else receives the values
 it needs. :meth:`Settings.check_production` refuses the development conveniences (SQLite, the
-local object store, the e-ID simulator, a generated master key) when ``KHO_ENV=production``.
+local object store, the e-ID simulator, a generated master key, no erasure journal) when
+``KHO_ENV=production``.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
 
     master_key_file: Path | None = None
     master_keys: SecretStr | None = None
+
+    erasure_list: Path | None = Field(
+        default=None,
+        description="The erasure journal (append-only file outside the database and the "
+        "backups); default <data_dir>/erasures.log, required in production",
+    )
 
     eid_simulator: bool = True
     eid_discovery_url: str | None = None
@@ -118,6 +125,11 @@ class Settings(BaseSettings):
         return self.data_dir / "master.key"
 
     @property
+    def effective_erasure_list(self) -> Path:
+        """The erasure journal every erasure and deletion is appended to (ADR 0009)."""
+        return self.erasure_list or self.data_dir / "erasures.log"
+
+    @property
     def uses_generated_master_key(self) -> bool:
         return self.master_key_file is None and self.master_keys is None
 
@@ -147,6 +159,11 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 detail_en="KHO_MASTER_KEY_FILE / KHO_MASTER_KEYS: production refuses a "
                 "generated master key; provide one"
+            )
+        if self.erasure_list is None:
+            raise ConfigurationError(
+                detail_en="KHO_ERASURE_LIST: production needs the erasure journal, a file on "
+                "storage outside the database and the backups (kho restore replays it)"
             )
 
     def check_complete(self) -> None:

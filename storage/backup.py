@@ -83,8 +83,9 @@ everything can: keep the two apart.
 The database dump holds account metadata (names, personal ID numbers, document metadata, the
 access log) in clear. Protect this directory like the production database.
 
-A restore must replay the erasures made after this backup was taken (kho restore
---erasure-list FILE): until then the erased citizens' papers are readable again.
+A restore must replay the erasures made after this backup was taken: kho restore replays the
+erasure journal (KHO_ERASURE_LIST, kept outside the backups and the database) or the list given
+with --erasure-list FILE. Without it the erased citizens' papers are readable again.
 """
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.clock import Clock
 from consent.service import DocumentRef, ReadCapability
 from storage.db import after_commit
+from storage.erasures import Erasure, ErasureJournal
 from storage.objects import ObjectStore
 from storage.repository import IdempotencyRepository
 from vault import crypto
@@ -309,7 +310,10 @@ class DocumentService:
         *,
         max_upload_bytes: int,
         segment_size: int = crypto.DEFAULT_SEGMENT_SIZE,
+        erasures: ErasureJournal | None = None,
     ) -> None:
+        """``erasures``, when given, records every deletion and erasure before the caller's
+        commit (the API always gives it; a restore's replay does not re-record what it reads)."""
         self.session = session
         self.repo = DocumentRepository(session)
         self.idempotency = IdempotencyRepository(session)
@@ -319,6 +323,7 @@ class DocumentService:
         self.clock = clock
         self.max_upload_bytes = max_upload_bytes
         self.segment_size = segment_size
+        self.erasures = erasures
 
     # -- metadata -----------------------------------------------------------------------------
 
@@ -571,9 +576,13 @@ class DocumentService:
     # -- erasure and export -------------------------------------------------------------------
 
     def delete(self, owner_id: uuid.UUID, document_id: uuid.UUID) -> None:
-        """Shred every version's data key now; remove the objects once that is committed."""
+        """Shred every version's data key now; remove the objects once that is committed.
+
+        The deletion is in the erasure journal before anything changes (so before the commit):
+        a journal that cannot be written fails the deletion with nothing touched (ADR 0009)."""
         document = self.get(owner_id, document_id)
         now = self.clock.now()
+        self._record(Erasure("document", document_id, now.isoformat()))
         keys: list[str] = []
         for version in self.repo.versions(document_id, committed_only=False):
             version.wrapped_data_key = None
@@ -585,9 +594,14 @@ class DocumentService:
         self._delete_objects_after_commit(keys)
 
     def erase_owner(self, owner_id: uuid.UUID) -> int:
-        """Destroy the owner's vault keys first (all unreadable at once), then the rest."""
-        self.keyring.destroy_owner(owner_id)
+        """Destroy the owner's vault keys first (all unreadable at once), then the rest.
+
+        The account's erasure is in the erasure journal before anything changes (so before the
+        commit): a journal that cannot be written fails the erasure with nothing touched (ADR
+        0009)."""
         now = self.clock.now()
+        self._record(Erasure("account", owner_id, now.isoformat()))
+        self.keyring.destroy_owner(owner_id)
         keys: list[str] = []
         for version in self.repo.versions_of_owner(owner_id):
             version.wrapped_data_key = None
@@ -599,6 +613,14 @@ class DocumentService:
         self.session.flush()
         self._delete_objects_after_commit(keys)
         return len(keys)
+
+    def _record(self, erasure: Erasure) -> None:
+        """Append to the erasure journal, durably, before the session is touched: on
+        ErasureJournalUnavailable (503) this unit of work holds nothing of the erasure, even
+        where a caller turns the error into a page and lets the session commit. An entry whose
+        commit then fails is harmless: its replay only does what the owner asked for."""
+        if self.erasures is not None:
+            self.erasures.append(erasure)
 
     def _delete_objects_after_commit(self, keys: list[str]) -> None:
         def remove() -> None:

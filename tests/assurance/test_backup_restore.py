@@ -3,8 +3,9 @@
 
 On PostgreSQL + MinIO: owners, papers (versions, a multipart one), consent requests, grants,
 allowed and refused fetches, a shredded document, an erased owner and signed checkpoints are
-backed up; then, *after* the backup, another owner is erased and a document deleted (the
-erasure list, kept outside the backups, records them). The backup is restored onto a fresh
+backed up; then, *after* the backup, another owner is erased and a document deleted through the
+API (only the erasure journal, ``KHO_ERASURE_LIST``, kept outside the backups and appended to by
+each request before it answers, records them). The backup is restored onto a fresh
 database and a fresh bucket with the same master key: every surviving paper reads back byte for
 byte, the erasures made after the backup are replayed (those papers stay unreadable and their
 objects are gone), the access log verifies and holds exactly the entries it held at backup
@@ -33,7 +34,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from api.app import create_app
-from api.cli_backup import backup_app, update_erasure_list
+from api.cli_backup import backup_app
 from api.container import build_container
 from common.clock import OffsetClock
 from common.settings import Settings
@@ -297,10 +298,20 @@ def test_backup_and_restore_on_postgres_and_minio(pg_env: KhoEnv, tmp_path: Path
 
     backup_dir = tmp_path / "backups" / "nightly"
     erasures = tmp_path / "operator" / "erasures.txt"
+    journal = env.settings.effective_erasure_list  # every erasure was appended to it
+    assert journal.is_file()
     code, output, backup_seconds = kho(
         ["backup", str(backup_dir), "--erasure-list", str(erasures)], env_of(env.settings, key_file)
     )
     assert code == 0, output
+    # `kho backup --erasure-list` still writes its list, and finds the journal complete.
+    assert f"erasure list {erasures}: 2 new, 2 in all" in output
+    code, output, _ = kho(
+        ["backup", str(tmp_path / "backups" / "second"), "--erasure-list", str(journal)],
+        env_of(env.settings, key_file),
+    )
+    assert code == 0, output
+    assert f"erasure list {journal}: 0 new, 2 in all" in output
     assert "THE MASTER KEY IS NOT IN THIS BACKUP" in output
     manifest = read_manifest(backup_dir)
     assert manifest.dialect == "postgresql"
@@ -321,44 +332,52 @@ def test_backup_and_restore_on_postgres_and_minio(pg_env: KhoEnv, tmp_path: Path
     }
     assert (backup_dir.stat().st_mode & 0o777) == 0o700
 
-    # After the backup: an owner is erased and a document deleted; the operator's erasure list
-    # (outside the backups) is brought up to date, as every backup run and erasure does.
+    # After the backup: an owner is erased and a document deleted through the API, and NO
+    # `kho backup --erasure-list` runs after them: only the erasure journal, which each request
+    # appended to before answering, knows of them.
     late_owner = filled.owners[2]
     late_docs = [(o, d) for (o, d, _v) in filled.papers if o == late_owner.account_id]
     erased_papers = dict(filled.papers)
+    journal_before = journal.read_text()
     filled.erase(late_owner)
     deleted_owner = filled.owners[3]
     deleted_doc = next(d for (o, d, _v) in filled.papers if o == deleted_owner.account_id)
     filled.delete_document(deleted_owner, deleted_doc)
-    update_erasure_list(env.container, erasures)
-    lines = erasures.read_text()
-    assert f"account {late_owner.account_id}" in lines
-    assert f"document {deleted_doc}" in lines
+    appended = journal.read_text().removeprefix(journal_before).splitlines()
+    assert [line.rsplit(" ", 1)[0] for line in appended] == [
+        f"account {late_owner.account_id}",
+        f"document {deleted_doc}",
+    ]
+    stale = erasures.read_text()
+    assert str(late_owner.account_id) not in stale and deleted_doc not in stale
     filled.papers = erased_papers  # the restore must bring back all but the erased ones
     gone_after_backup = [*late_docs, (deleted_owner.account_id, deleted_doc)]
 
-    # The disaster: restore onto a fresh database and an empty, new bucket.
+    # The disaster: restore onto a fresh database and an empty, new bucket. The new
+    # installation is configured with the same journal (KHO_ERASURE_LIST), which `kho restore`
+    # replays by default.
     target = settings_for("postgres-minio", tmp_path / "restored", master_key_file=key_file)
+    target_env = {**env_of(target, key_file), "KHO_ERASURE_LIST": str(journal)}
     try:
-        code, output, restore_seconds = kho(
-            ["restore", str(backup_dir), "--erasure-list", str(erasures)],
-            env_of(target, key_file),
-        )
+        code, output, restore_seconds = kho(["restore", str(backup_dir)], target_env)
         assert code == 0, output
         assert "access log verifies" in output
-        assert "1 accounts erased, 1 documents shredded" in output
+        assert "1 accounts erased, 1 documents shredded, 2 already done" in output
+        assert f"(erasure list {journal}: 4 entries)" in output
         assert "decrypted to their SHA-256, 0 failed" in output
         counts = check_restored(target, filled, gone_after_backup)
         entries, checkpoints = log_rows(target)
         assert entries == entries_at_backup
         assert checkpoints == checkpoints_at_backup >= 5
-        # Restoring again over the restored stores needs --force, and gives the same result.
-        again = ["restore", str(backup_dir), "--erasure-list", str(erasures)]
+        # Restoring again over the restored stores needs --force, and gives the same result;
+        # the journal read as an explicit --erasure-list FILE (the same format) works alike.
+        again = ["restore", str(backup_dir), "--erasure-list", str(journal)]
         code, output, _ = kho(again, env_of(target, key_file))
         assert code == 2
         assert "not empty" in output
         code, output, _ = kho([*again, "--force"], env_of(target, key_file))
         assert code == 0, output
+        assert "1 accounts erased, 1 documents shredded, 2 already done" in output
         assert check_restored(target, filled, gone_after_backup) == counts
         assert log_rows(target) == (entries_at_backup, checkpoints_at_backup)
     finally:
@@ -433,10 +452,15 @@ def test_restore_refuses_what_it_must(sqlite_env: KhoEnv, tmp_path: Path) -> Non
     assert "outside the backup directory" in output
 
     fresh = env_of(settings_for("sqlite-local", tmp_path / "fresh"), key_file)
-    # No erasure list, and no explicit --no-erasure-replay.
+    # No erasure list, and no explicit --no-erasure-replay: the configured journal is used
+    # only if it exists.
     code, output, _ = kho(["restore", str(backup_dir)], fresh)
     assert code == 2
     assert "--erasure-list" in output
+    lost = {**fresh, "KHO_ERASURE_LIST": str(tmp_path / "lost" / "erasures.log")}
+    code, output, _ = kho(["restore", str(backup_dir)], lost)
+    assert code == 2
+    assert "KHO_ERASURE_LIST" in output and "does not exist" in output
     # A non-empty target: the source itself.
     code, output, _ = kho(["restore", str(backup_dir), "--no-erasure-replay"], source_env)
     assert code == 2

@@ -73,6 +73,21 @@ def run_kho(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
             },
             "KHO_MASTER_KEY_FILE",
         ),
+        (
+            {
+                "KHO_ENV": "production",
+                "KHO_DATABASE_URL": "postgresql+psycopg://h/db",
+                "KHO_OBJECT_STORE": "s3",
+                "KHO_S3_ENDPOINT": "127.0.0.1:1",
+                "KHO_S3_ACCESS_KEY": "a",
+                "KHO_S3_SECRET_KEY": "b",
+                "KHO_EID_SIMULATOR": "false",
+                "KHO_EID_DISCOVERY_URL": "https://eid.example/.well-known/openid-configuration",
+                "KHO_PUBLIC_URL": "https://kho.example.vn",
+                "KHO_MASTER_KEY_FILE": "/etc/kho/master.key",
+            },
+            "KHO_ERASURE_LIST",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
