@@ -127,6 +127,11 @@ class ErasureJournal(Protocol):
         """Every recorded erasure, oldest first."""
         ...
 
+    def ping(self) -> None:
+        """Raise :class:`ErasureJournalUnavailable` if an append would fail now (readiness);
+        writes nothing."""
+        ...
+
 
 def _fsync_directory(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
@@ -159,6 +164,13 @@ class FileErasureJournal:
         if not self.path.exists():
             return []
         return read_erasure_list(self.path)
+
+    def ping(self) -> None:
+        target = self.path if self.path.exists() else self.path.parent
+        if not target.exists() or not os.access(target, os.W_OK):
+            raise ErasureJournalUnavailable()
+        if target == self.path and not self.path.is_file():
+            raise ErasureJournalUnavailable()
 
     def merge(self, erasures: Iterable[Erasure]) -> tuple[int, int]:
         """Append the ``erasures`` not listed yet (sorted by time); returns (new, total).

@@ -23,7 +23,7 @@ def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="The database and the object store answer",
+    summary="The database, the object store and the erasure journal answer",
     responses={503: {"description": "A backend does not answer"}},
 )
 def readyz(request: Request, container: ContainerDep) -> Response:
@@ -32,6 +32,9 @@ def readyz(request: Request, container: ContainerDep) -> Response:
     probes: list[tuple[str, Callable[[], None]]] = [
         ("database", lambda: ping_database(container.engine)),
         ("object_store", container.objects.ping),
+        # Erasures and deletions fail (503) without it: a process that cannot journal them
+        # should not take traffic (ADR 0009).
+        ("erasure_journal", container.erasures.ping),
     ]
     for name, check in probes:
         try:

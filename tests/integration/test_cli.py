@@ -130,7 +130,11 @@ def test_serve_on_the_embedded_default_from_an_empty_folder(tmp_path: Path) -> N
                 time.sleep(0.2)
         assert health is not None and health.status_code == 200
         ready = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-        assert ready.json()["checks"] == {"database": "ok", "object_store": "ok"}
+        assert ready.json()["checks"] == {
+            "database": "ok",
+            "object_store": "ok",
+            "erasure_journal": "ok",
+        }
         key = tmp_path / "var" / "master.key"
         assert key.stat().st_mode & 0o777 == 0o600
         assert (tmp_path / "var" / "kho.db").is_file()

@@ -136,6 +136,12 @@ def test_an_unwritable_journal_refuses_the_erasure_and_keeps_everything(
         document_id, data = stored_paper(env, owner)
         objects_before = sorted(info.key for info in env.container.objects.list(""))
 
+        # Readiness says so first: a balancer stops sending traffic to this process.
+        ready = env.client.get("/readyz")
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["checks"]["erasure_journal"] == "erasure_journal_unavailable"
+        assert ready.json()["checks"]["database"] == "ok"
+
         refused = env.client.delete(f"/v1/documents/{document_id}", headers=env.headers(owner))
         assert refused.status_code == 503, refused.text
         assert refused.headers["content-type"].startswith("application/problem+json")
@@ -168,8 +174,10 @@ def test_an_unwritable_journal_refuses_the_erasure_and_keeps_everything(
         assert env.client.get("/v1/me", headers=env.headers(owner)).status_code == 200
         assert sorted(info.key for info in env.container.objects.list("")) == objects_before
 
-        # The journal comes back: the retry succeeds and is recorded, once.
+        # The journal comes back: ready again, the retry succeeds and is recorded, once.
         journal.rmdir()
+        ready = env.client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"]["erasure_journal"] == "ok"
         gone = env.client.delete(f"/v1/documents/{document_id}", headers=env.headers(owner))
         assert gone.status_code == 204, gone.text
         erased = env.client.delete("/v1/me", headers=env.headers(owner))
@@ -189,4 +197,7 @@ def test_a_missing_journal_directory_is_not_created(tmp_path: Path) -> None:
         refused = env.client.delete(f"/v1/documents/{document_id}", headers=env.headers(owner))
         assert refused.status_code == 503
         assert refused.json()["code"] == "erasure_journal_unavailable"
+        assert env.client.get("/readyz").json()["checks"]["erasure_journal"] == (
+            "erasure_journal_unavailable"
+        )
         assert not journal.parent.exists()
