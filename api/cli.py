@@ -176,11 +176,13 @@ def doctor() -> None:
     url = container.engine.url
     rows.append(("database", f"{url.get_backend_name()} {url.host or url.database}", ""))
     rows.append(("object store", settings.object_store.value, ""))
+    rows.append(("erasure journal", str(settings.effective_erasure_list), ""))
     rows.append(("master key", f"versions {container.keys.versions()}", "ok"))
     ok = True
     probes: list[tuple[str, Callable[[], None]]] = [
         ("database", lambda: ping(container.engine)),
         ("object store", container.objects.ping),
+        ("erasure journal", container.erasures.ping),
     ]
     for index, (name, check) in enumerate(probes):
         try:
@@ -193,7 +195,7 @@ def doctor() -> None:
     rows.append(("e-ID", "simulator" if settings.eid_simulator else "national e-ID", ""))
     rows.append(("environment", settings.env.value, ""))
     for name, what, state in rows:
-        typer.echo(f"{name:<14} {what:<40} {state}")
+        typer.echo(f"{name:<16} {what:<40} {state}")
     container.close()
     if not ok:
         raise typer.Exit(1)

@@ -165,3 +165,8 @@ def test_doctor_reports_backends(tmp_path: Path) -> None:
     )
     assert unreachable.returncode == 1
     assert "object_store_unavailable" in unreachable.stdout
+    journal = tmp_path / "no-such-volume" / "erasures.log"
+    broken = run_kho(["doctor"], {"KHO_ERASURE_LIST": str(journal)}, tmp_path)
+    assert broken.returncode == 1
+    line = next(x for x in broken.stdout.splitlines() if x.startswith("erasure journal"))
+    assert str(journal) in line and "erasure_journal_unavailable" in line
