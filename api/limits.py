@@ -500,110 +500,92 @@ class LimitsMiddleware:
 
     # refusals
 
-    async def _send(
-        self, scope: Scope, receive: Receive, send: Send, build: Callable[[Request], Any]
-    ) -> None:
-        response = build(Request(scope))
-        await response(scope, receive, send)
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, **answer: Any) -> None:
+        """Answer with a problem (``api.errors.problem`` arguments) without calling the app."""
+        await problem(Request(scope), **answer)(scope, receive, send)
 
     async def _refuse_busy(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.config.max_concurrency
-        await self._send(
+        await self._refuse(
             scope,
             receive,
             send,
-            lambda request: problem(
-                request,
-                status=503,
-                code="server_busy",
-                title_vi="Máy chủ đang bận",
-                title_en="Server busy",
-                detail_vi=f"Máy chủ đang xử lý {limit} yêu cầu cùng lúc; thử lại sau 1 giây.",
-                detail_en=f"The server is handling {limit} requests at once; retry in 1 second.",
-                headers={"Retry-After": "1"}
-                | ({"Connection": "close"} if _has_body(scope) else {}),
-            ),
+            status=503,
+            code="server_busy",
+            title_vi="Máy chủ đang bận",
+            title_en="Server busy",
+            detail_vi=f"Máy chủ đang xử lý {limit} yêu cầu cùng lúc; thử lại sau 1 giây.",
+            detail_en=f"The server is handling {limit} requests at once; retry in 1 second.",
+            headers={"Retry-After": "1"} | ({"Connection": "close"} if _has_body(scope) else {}),
         )
 
     async def _refuse_rate(
         self, scope: Scope, receive: Receive, send: Send, refusal: Refusal
     ) -> None:
-        await self._send(
+        await self._refuse(
             scope,
             receive,
             send,
-            lambda request: problem(
-                request,
-                status=429,
-                code="too_many_requests",
-                title_vi="Quá nhiều yêu cầu",
-                title_en="Too many requests",
-                detail_vi=f"Đã vượt quá {refusal.limit} yêu cầu mỗi phút; thử lại sau "
-                f"{refusal.retry_after} giây.",
-                detail_en=f"More than {refusal.limit} requests a minute; retry in "
-                f"{refusal.retry_after} seconds.",
-                extra={"retry_after": refusal.retry_after},
-                headers={"Retry-After": str(refusal.retry_after)}
-                # An unread body would otherwise be received and thrown away.
-                | ({"Connection": "close"} if _has_body(scope) else {}),
-            ),
+            status=429,
+            code="too_many_requests",
+            title_vi="Quá nhiều yêu cầu",
+            title_en="Too many requests",
+            detail_vi=f"Đã vượt quá {refusal.limit} yêu cầu mỗi phút; thử lại sau "
+            f"{refusal.retry_after} giây.",
+            detail_en=f"More than {refusal.limit} requests a minute; retry in "
+            f"{refusal.retry_after} seconds.",
+            extra={"retry_after": refusal.retry_after},
+            headers={"Retry-After": str(refusal.retry_after)}
+            # An unread body would otherwise be received and thrown away.
+            | ({"Connection": "close"} if _has_body(scope) else {}),
         )
 
     async def too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         limit = self.config.max_json_bytes
-        await self._send(
+        await self._refuse(
             scope,
             receive,
             send,
-            lambda request: problem(
-                request,
-                status=413,
-                code="payload_too_large",
-                title_vi="Nội dung quá lớn",
-                title_en="Payload too large",
-                detail_vi=f"Nội dung yêu cầu vượt quá {limit} byte.",
-                detail_en=f"The request body is larger than {limit} bytes.",
-                extra={"max_bytes": limit},
-                headers={"Connection": "close"},
-            ),
+            status=413,
+            code="payload_too_large",
+            title_vi="Nội dung quá lớn",
+            title_en="Payload too large",
+            detail_vi=f"Nội dung yêu cầu vượt quá {limit} byte.",
+            detail_en=f"The request body is larger than {limit} bytes.",
+            extra={"max_bytes": limit},
+            headers={"Connection": "close"},
         )
 
     async def timed_out(self, scope: Scope, receive: Receive, send: Send) -> None:
         config = self.config
-        await self._send(
+        await self._refuse(
             scope,
             receive,
             send,
-            lambda request: problem(
-                request,
-                status=408,
-                code="request_timeout",
-                title_vi="Hết thời gian chờ yêu cầu",
-                title_en="Request timeout",
-                detail_vi="Nội dung yêu cầu đến quá chậm.",
-                detail_en=(
-                    "The request body arrived too slowly (a gap over "
-                    f"{config.body_idle_seconds:g} s, or under {config.body_min_rate} bytes/s "
-                    f"after {config.body_timeout_seconds:g} s)."
-                ),
-                headers={"Connection": "close"},
+            status=408,
+            code="request_timeout",
+            title_vi="Hết thời gian chờ yêu cầu",
+            title_en="Request timeout",
+            detail_vi="Nội dung yêu cầu đến quá chậm.",
+            detail_en=(
+                "The request body arrived too slowly (a gap over "
+                f"{config.body_idle_seconds:g} s, or under {config.body_min_rate} bytes/s "
+                f"after {config.body_timeout_seconds:g} s)."
             ),
+            headers={"Connection": "close"},
         )
 
     async def too_deep(self, scope: Scope, receive: Receive, send: Send) -> None:
         depth = self.config.max_json_depth
-        await self._send(
+        await self._refuse(
             scope,
             receive,
             send,
-            lambda request: problem(
-                request,
-                status=422,
-                code="invalid_input",
-                title_vi="Dữ liệu không hợp lệ",
-                title_en="Invalid input",
-                detail_vi=f"JSON lồng nhau sâu quá {depth} cấp.",
-                detail_en=f"The JSON nests deeper than {depth} levels.",
-                extra={"max_depth": depth},
-            ),
+            status=422,
+            code="invalid_input",
+            title_vi="Dữ liệu không hợp lệ",
+            title_en="Invalid input",
+            detail_vi=f"JSON lồng nhau sâu quá {depth} cấp.",
+            detail_en=f"The JSON nests deeper than {depth} levels.",
+            extra={"max_depth": depth},
         )
