@@ -8,7 +8,7 @@ registered (such as deleting shredded objects). Any error rolls everything back.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -25,6 +25,7 @@ from consent.errors import NotAnAgencyClient, NotAnOfficial
 from consent.service import (
     AgencyActor,
     ConsentService,
+    DelegateUseLog,
     OfficialActor,
     OwnerActor,
     StatutoryAccessService,
@@ -201,27 +202,78 @@ def get_consent_service(container: ContainerDep, session: DbSession) -> ConsentS
 Consents = Annotated[ConsentService, Depends(get_consent_service)]
 
 
-def get_consent_actor(
-    request: Request, owner: CurrentOwner, container: ContainerDep, session: DbSession
-) -> OwnerActor:
-    """The owner themself, or a delegate acting for ``X-On-Behalf-Of`` within their delegation
-    (scope ``consents:decide``); both identities end up in the access log."""
-    on_behalf = request.headers.get("x-on-behalf-of")
-    if not on_behalf:
-        return OwnerActor(owner_id=owner.account_id, account_id=owner.account_id)
-    try:
-        principal = uuid.UUID(on_behalf)
-    except ValueError:
-        raise Forbidden("Không có quyền đại diện.", "No delegation for that owner.") from None
-    delegation = DelegationService(session, container.clock).active_delegation(
-        principal, owner.account_id, DelegationScope.consents_decide
-    )
-    if delegation is None:
-        raise Forbidden("Không có quyền đại diện.", "No delegation for that owner.")
-    return OwnerActor(owner_id=principal, account_id=owner.account_id)
+def _no_delegation() -> Forbidden:
+    # One answer whether the named owner does not exist, was erased, or gave no such delegation.
+    return Forbidden("Không có quyền đại diện.", "No delegation for that owner.")
 
 
+def acting_for(scope: DelegationScope) -> Callable[..., OwnerActor]:
+    """A dependency: who acts on a store within ``scope``.
+
+    Without ``X-On-Behalf-Of``, the signed-in citizen on their own store. With it, the owner it
+    names, if the caller holds a delegation of ``scope`` from them that is active now
+    (``DelegationService.active_delegation``: started, not ended, not revoked, a guardian's minor
+    not yet 18, neither account erased); otherwise 403, the same whether or not that owner
+    exists. A delegate's use is logged in the owner's access log (``DelegateUseLog``).
+    """
+
+    def actor(
+        request: Request, owner: CurrentOwner, container: ContainerDep, session: DbSession
+    ) -> OwnerActor:
+        on_behalf = request.headers.get("x-on-behalf-of")
+        if not on_behalf:
+            return OwnerActor(owner_id=owner.account_id, account_id=owner.account_id)
+        try:
+            principal = uuid.UUID(on_behalf)
+        except ValueError:
+            raise _no_delegation() from None
+        delegation = DelegationService(session, container.clock).active_delegation(
+            principal, owner.account_id, scope
+        )
+        if delegation is None:
+            raise _no_delegation()
+        return OwnerActor(owner_id=principal, account_id=owner.account_id)
+
+    actor.__name__ = actor.__qualname__ = f"acting_for_{scope.name}"
+    return actor
+
+
+# The owner themself, or a delegate acting for X-On-Behalf-Of within that scope.
+get_consent_actor = acting_for(DelegationScope.consents_decide)
 ConsentActor = Annotated[OwnerActor, Depends(get_consent_actor)]
+DocumentReader = Annotated[OwnerActor, Depends(acting_for(DelegationScope.documents_read))]
+DocumentWriter = Annotated[OwnerActor, Depends(acting_for(DelegationScope.documents_write))]
+AccessLogReader = Annotated[OwnerActor, Depends(acting_for(DelegationScope.access_log_read))]
+
+
+class OwnerOnly(Forbidden):
+    code = "owner_only"
+    title_vi = "Chỉ chủ sở hữu được làm việc này"
+    title_en = "Only the owner may do this"
+
+
+def get_sole_owner(request: Request, owner: CurrentOwner) -> OwnerPrincipal:
+    """The signed-in citizen on their own store, for what is never delegated because it
+    destroys or takes everything at once: deleting a paper, exporting the whole store, erasing
+    the account. A request naming an owner in ``X-On-Behalf-Of`` is refused (403)."""
+    if request.headers.get("x-on-behalf-of"):
+        raise OwnerOnly(
+            "Người được uỷ quyền không thể xoá giấy tờ, xuất toàn bộ kho hay xoá tài khoản thay "
+            "chủ sở hữu.",
+            "A delegate cannot delete papers, export the whole store or erase the account for "
+            "the owner.",
+        )
+    return owner
+
+
+SoleOwner = Annotated[OwnerPrincipal, Depends(get_sole_owner)]
+
+
+def get_delegate_log(container: ContainerDep, session: DbSession) -> DelegateUseLog:
+    return DelegateUseLog(session, container.clock)
+
+
+DelegateLog = Annotated[DelegateUseLog, Depends(get_delegate_log)]
 
 
 def get_official(request: Request, owner: CurrentOwner, session: DbSession) -> OfficialActor:

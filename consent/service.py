@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 from sqlalchemy import select
@@ -152,6 +153,60 @@ class OwnerActor:
                 "on_behalf_of": str(self.owner_id),
             }
         return {"actor_kind": "owner", "actor_id": str(self.owner_id), "on_behalf_of": None}
+
+
+class DelegateAction(StrEnum):
+    """What a delegate did in the owner's store, as it is written in the owner's access log."""
+
+    list = "delegate.list"
+    metadata = "delegate.metadata"
+    versions = "delegate.versions"
+    download = "delegate.download"
+    create = "delegate.create"
+    upload = "delegate.upload"
+    access_log = "delegate.access_log"
+    access_log_proof = "delegate.access_log_proof"
+
+
+class DelegateUseLog:
+    """A delegate's use of an owner's store, written to the owner's access log with both
+    identities (``actor_kind=delegate``, the delegate's account as ``actor_id``, the owner as
+    ``on_behalf_of``).
+
+    The entry is appended in the caller's transaction and flushed at once; the request's unit of
+    work commits it before the response starts (ADR 0002), so a delegate's download is logged
+    before its first byte, as an agency fetch is (no log, no bytes). Writing no entry fails the
+    request with :class:`AccessLogUnavailable`. The owner's own use of their store is not logged.
+    There is no capability here: what a delegate may open is checked by the delegation (scope,
+    dates, revocation) before the owner's ordinary, owner-scoped path runs.
+    """
+
+    def __init__(self, session: Session, clock: Clock) -> None:
+        self.log = AccessLog(session, clock)
+
+    def record(
+        self,
+        actor: OwnerActor,
+        action: DelegateAction,
+        *,
+        document_id: uuid.UUID | None = None,
+        document_version: int | None = None,
+    ) -> None:
+        if not actor.is_delegate:
+            return
+        _append_allowed(
+            self.log,
+            LogEvent(
+                owner_id=actor.owner_id,
+                actor_kind="delegate",
+                actor_id=str(actor.account_id),
+                on_behalf_of=str(actor.owner_id),
+                action=action.value,
+                decision="allowed",
+                document_id=document_id,
+                document_version=document_version,
+            ),
+        )
 
 
 _MINT = object()

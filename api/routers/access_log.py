@@ -1,9 +1,12 @@
 """The access log over HTTP: owners read and prove their own entries; operators checkpoint and
 verify the whole log.
 
-Owner routes are scoped to the signed-in owner in the query itself: another owner's entries
-never appear. Operator routes need the ``kho:admin`` scope. The hash encoding, the Merkle tree
-and how to check a proof offline are in ``docs/access-log.md``.
+Owner routes are scoped to the owner in the query itself: another owner's entries never
+appear. The owner is the signed-in citizen, or the owner named in ``X-On-Behalf-Of`` when the
+caller holds an active ``access_log:read`` delegation from them; a delegate's read is itself
+an entry of the owner's log (written before the page is read, so it is on that page).
+Operator routes need the ``kho:admin`` scope. The hash encoding, the Merkle tree and how to
+check a proof offline are in ``docs/access-log.md``.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, Field
 
-from api.deps import ContainerDep, CurrentOperator, CurrentOwner, DbSession
+from api.deps import AccessLogReader, ContainerDep, CurrentOperator, DbSession, DelegateLog
 from consent.audit import AccessLog, entry_json, withheld_json
 from consent.repository import undisclosed_statutory_accesses
+from consent.service import DelegateAction
 from sso.keys import ProviderJwsSigner
 
 router = APIRouter(tags=["access log"])
@@ -26,7 +30,13 @@ MAX_PAGE = 200
 # seq is a 32-bit integer column: a larger after_seq was a 500 on PostgreSQL (out of range).
 MAX_SEQ = 2**31 - 1
 
-_OWNER: dict[int | str, dict[str, Any]] = {401: {"description": "Not signed in"}}
+_OWNER: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Not signed in"},
+    403: {
+        "description": "X-On-Behalf-Of names an owner who gave the caller no active "
+        "access_log:read delegation"
+    },
+}
 _OPERATOR: dict[int | str, dict[str, Any]] = {
     401: {"description": "No operator token"},
     403: {"description": "The token lacks the kho:admin scope"},
@@ -132,8 +142,9 @@ def _shown(entry: Any, hidden: dict[uuid.UUID, dt.datetime]) -> dict[str, Any]:
     responses=_OWNER,
 )
 def read_access_log(
-    owner: CurrentOwner,
+    actor: AccessLogReader,
     log: Log,
+    delegate_log: DelegateLog,
     session: DbSession,
     container: ContainerDep,
     after_seq: Annotated[
@@ -141,8 +152,9 @@ def read_access_log(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> AccessLogPage:
-    entries = log.entries(owner.account_id, after_seq=after_seq, limit=limit)
-    hidden = undisclosed_statutory_accesses(session, owner.account_id, container.clock.now())
+    delegate_log.record(actor, DelegateAction.access_log)
+    entries = log.entries(actor.owner_id, after_seq=after_seq, limit=limit)
+    hidden = undisclosed_statutory_accesses(session, actor.owner_id, container.clock.now())
     return AccessLogPage(
         items=[AccessLogEntryOut.model_validate(_shown(e, hidden)) for e in entries],
         next_after_seq=entries[-1].seq if len(entries) == limit else None,
@@ -160,11 +172,16 @@ def read_access_log(
     },
 )
 def read_access_log_proof(
-    owner: CurrentOwner, log: Log, session: DbSession, container: ContainerDep
+    actor: AccessLogReader,
+    log: Log,
+    delegate_log: DelegateLog,
+    session: DbSession,
+    container: ContainerDep,
 ) -> InclusionProofOut:
-    proof = log.proof(owner.account_id)
-    entries = log.entries(owner.account_id, limit=proof.head_seq) if proof.head_seq else []
-    hidden = undisclosed_statutory_accesses(session, owner.account_id, container.clock.now())
+    delegate_log.record(actor, DelegateAction.access_log_proof)
+    proof = log.proof(actor.owner_id)
+    entries = log.entries(actor.owner_id, limit=proof.head_seq) if proof.head_seq else []
+    hidden = undisclosed_statutory_accesses(session, actor.owner_id, container.clock.now())
     return InclusionProofOut.model_validate(
         {**proof.to_json(), "entries": [_shown(e, hidden) for e in entries]}
     )

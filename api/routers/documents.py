@@ -1,4 +1,10 @@
-"""The owner's store of papers: metadata, streamed encrypted content, versions, export."""
+"""The owner's store of papers: metadata, streamed encrypted content, versions, export.
+
+Reading and adding papers is open to a delegate acting for the owner named in
+``X-On-Behalf-Of`` (``documents:read``, ``documents:write``); each such request is one entry in
+the owner's access log, committed before the response starts. Deleting a paper and exporting
+the whole store stay the owner's alone (ADR 0010).
+"""
 
 from __future__ import annotations
 
@@ -16,13 +22,21 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import ContainerDep, CurrentOwner, Documents
+from api.deps import (
+    ContainerDep,
+    DelegateLog,
+    DocumentReader,
+    Documents,
+    DocumentWriter,
+    SoleOwner,
+)
 from api.http import (
     content_disposition,
     etag_matches,
     filename_from_disposition,
     parse_single_range,
 )
+from consent.service import DelegateAction
 from vault.errors import ContentTooLarge
 from vault.models import Assurance
 from vault.schemas import (
@@ -39,6 +53,21 @@ router = APIRouter(prefix="/v1", tags=["documents"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such document for this owner"}
+}
+_READ: dict[int | str, dict[str, Any]] = {
+    403: {
+        "description": "X-On-Behalf-Of names an owner who gave the caller no active "
+        "documents:read delegation"
+    }
+}
+_WRITE: dict[int | str, dict[str, Any]] = {
+    403: {
+        "description": "X-On-Behalf-Of names an owner who gave the caller no active "
+        "documents:write delegation"
+    }
+}
+_OWNER_ONLY: dict[int | str, dict[str, Any]] = {
+    403: {"description": "Sent with X-On-Behalf-Of: never delegated (owner_only)"}
 }
 # Versions are 32-bit integer columns: a larger number was a 500 on PostgreSQL (out of range).
 MAX_VERSION = 2**31 - 1
@@ -61,18 +90,20 @@ def document_types(documents: Documents) -> list[DocumentTypeOut]:
     ]
 
 
-@router.get("/documents", summary="List my papers (filter, cursor pagination)")
+@router.get("/documents", summary="List my papers (filter, cursor pagination)", responses=_READ)
 def list_documents(
-    owner: CurrentOwner,
+    actor: DocumentReader,
     documents: Documents,
+    delegate_log: DelegateLog,
     type_code: Annotated[str | None, Query(max_length=64)] = None,
     assurance: Assurance | None = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> DocumentPage:
     rows, next_cursor = documents.list_documents(
-        owner.account_id, type_code=type_code, assurance=assurance, cursor=cursor, limit=limit
+        actor.owner_id, type_code=type_code, assurance=assurance, cursor=cursor, limit=limit
     )
+    delegate_log.record(actor, DelegateAction.list)
     return DocumentPage(items=[documents.describe(r) for r in rows], next_cursor=next_cursor)
 
 
@@ -80,31 +111,55 @@ def list_documents(
     "/documents",
     status_code=status.HTTP_201_CREATED,
     summary="Create a paper from JSON metadata (content is uploaded separately)",
+    responses=_WRITE,
 )
 def create_document(
-    body: DocumentCreate, owner: CurrentOwner, documents: Documents, response: Response
+    body: DocumentCreate,
+    actor: DocumentWriter,
+    documents: Documents,
+    delegate_log: DelegateLog,
+    response: Response,
 ) -> DocumentOut:
-    document = documents.create(owner.account_id, body)
+    document = documents.create(actor.owner_id, body)
+    delegate_log.record(actor, DelegateAction.create, document_id=document.id)
     response.headers["Location"] = f"/v1/documents/{document.id}"
     return documents.describe(document)
 
 
-@router.get("/documents/{document_id}", summary="Metadata of one paper", responses=_NOT_FOUND)
+@router.get(
+    "/documents/{document_id}",
+    summary="Metadata of one paper",
+    responses={**_NOT_FOUND, **_READ},
+)
 def get_document(
-    document_id: uuid.UUID, owner: CurrentOwner, documents: Documents, response: Response
+    document_id: uuid.UUID,
+    actor: DocumentReader,
+    documents: Documents,
+    delegate_log: DelegateLog,
+    response: Response,
 ) -> DocumentOut:
-    described = documents.describe(documents.get(owner.account_id, document_id))
+    described = documents.describe(documents.get(actor.owner_id, document_id))
+    delegate_log.record(
+        actor,
+        DelegateAction.metadata,
+        document_id=document_id,
+        document_version=described.current_version,
+    )
     response.headers["ETag"] = f'W/"{described.updated_at.timestamp()}-{described.current_version}"'
     return described
 
 
 @router.get(
-    "/documents/{document_id}/versions", summary="Every version of a paper", responses=_NOT_FOUND
+    "/documents/{document_id}/versions",
+    summary="Every version of a paper",
+    responses={**_NOT_FOUND, **_READ},
 )
-def list_versions(document_id: uuid.UUID, owner: CurrentOwner, documents: Documents) -> VersionList:
-    return VersionList(
-        items=[content_out(v) for v in documents.versions(owner.account_id, document_id)]
-    )
+def list_versions(
+    document_id: uuid.UUID, actor: DocumentReader, documents: Documents, delegate_log: DelegateLog
+) -> VersionList:
+    versions = documents.versions(actor.owner_id, document_id)
+    delegate_log.record(actor, DelegateAction.versions, document_id=document_id)
+    return VersionList(items=[content_out(v) for v in versions])
 
 
 def _primed(chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -233,6 +288,7 @@ def declared_length(request: Request) -> int | None:
     responses={
         200: {"description": "These exact bytes were already stored; that version is returned"},
         201: {"description": "A new version was stored"},
+        403: _WRITE[403],
         404: _NOT_FOUND[404],
         413: {"description": "Larger than the configured limit"},
         415: {"description": "Not a PDF, JPEG, PNG or TIFF"},
@@ -249,8 +305,9 @@ def declared_length(request: Request) -> int | None:
 async def upload_content(
     document_id: uuid.UUID,
     request: Request,
-    owner: CurrentOwner,
+    actor: DocumentWriter,
     documents: Documents,
+    delegate_log: DelegateLog,
     container: ContainerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
@@ -262,12 +319,18 @@ async def upload_content(
 
     def work() -> UploadOut:
         result = documents.upload(
-            owner.account_id,
+            actor.owner_id,
             document_id,
             body_chunks(request),
             filename=filename,
-            actor_id=owner.account_id,
+            actor_id=actor.account_id,
             idempotency_key=idempotency_key,
+        )
+        delegate_log.record(
+            actor,
+            DelegateAction.upload,
+            document_id=document_id,
+            document_version=result.version.version,
         )
         return UploadOut(
             document_id=document_id, created=result.created, content=content_out(result.version)
@@ -289,19 +352,29 @@ async def upload_content(
         200: {"content": {"application/pdf": {}, "image/jpeg": {}, "image/png": {}}},
         206: {"description": "Partial content"},
         304: {"description": "Not modified"},
+        403: _READ[403],
         404: _NOT_FOUND[404],
         416: {"description": "Range not satisfiable"},
     },
 )
 def download_content(
     document_id: uuid.UUID,
-    owner: CurrentOwner,
+    actor: DocumentReader,
     documents: Documents,
+    delegate_log: DelegateLog,
     version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    opened = documents.open_content(owner.account_id, document_id, version)
+    opened = documents.open_content(actor.owner_id, document_id, version)
+    # A delegate's read is in the owner's log, in this request's transaction, which commits
+    # before the response starts: no entry, no bytes (as for an agency's fetch).
+    delegate_log.record(
+        actor,
+        DelegateAction.download,
+        document_id=document_id,
+        document_version=opened.version.version,
+    )
     return stream_content(opened, range_header=range_header, if_none_match=if_none_match)
 
 
@@ -342,21 +415,22 @@ def stream_content(
 @router.delete(
     "/documents/{document_id}",
     status_code=status.HTTP_204_NO_CONTENT,
-    summary="Delete a paper: its keys are destroyed, then its objects removed",
-    responses=_NOT_FOUND,
+    summary="Delete a paper: its keys are destroyed, then its objects removed (owner only)",
+    responses={**_NOT_FOUND, **_OWNER_ONLY},
 )
-def delete_document(document_id: uuid.UUID, owner: CurrentOwner, documents: Documents) -> Response:
+def delete_document(document_id: uuid.UUID, owner: SoleOwner, documents: Documents) -> Response:
     documents.delete(owner.account_id, document_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(
     "/export",
-    summary="Everything I hold, as a streamed zip (documents and a JSON of their metadata)",
+    summary="Everything I hold, as a streamed zip (documents and a JSON of their metadata); "
+    "owner only",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/zip": {}}}},
+    responses={200: {"content": {"application/zip": {}}}, **_OWNER_ONLY},
 )
-def export(owner: CurrentOwner, documents: Documents) -> StreamingResponse:
+def export(owner: SoleOwner, documents: Documents) -> StreamingResponse:
     return StreamingResponse(
         documents.export(owner.account_id),
         media_type="application/zip",

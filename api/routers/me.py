@@ -9,7 +9,7 @@ from typing import Literal
 from fastapi import APIRouter, Response, status
 from pydantic import BaseModel
 
-from api.deps import ContainerDep, CurrentOwner, Documents, Identity
+from api.deps import ContainerDep, CurrentOwner, Documents, Identity, SoleOwner
 from common.errors import Unauthenticated
 
 router = APIRouter(prefix="/v1", tags=["account"])
@@ -52,10 +52,13 @@ def me(owner: CurrentOwner, identity: Identity) -> MeOut:
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Erase the account: every paper becomes unreadable at once (recent sign-in needed)",
-    responses={401: {"description": "Not signed in, or the sign-in is not recent enough"}},
+    responses={
+        401: {"description": "Not signed in, or the sign-in is not recent enough"},
+        403: {"description": "Sent with X-On-Behalf-Of: never delegated (owner_only)"},
+    },
 )
 def erase_me(
-    owner: CurrentOwner, identity: Identity, documents: Documents, container: ContainerDep
+    owner: SoleOwner, identity: Identity, documents: Documents, container: ContainerDep
 ) -> Response:
     now = container.clock.now()
     if owner.auth_time is None or now.timestamp() - owner.auth_time > RECENT_LOGIN.total_seconds():

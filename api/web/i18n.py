@@ -165,6 +165,21 @@ ACTION: dict[str, tuple[str, str]] = {
     "document.fetch": ("Tải giấy tờ", "Fetched a paper"),
     "statutory.fetch": ("Tải giấy tờ theo quy định pháp luật", "Fetched a paper under the law"),
     "reuse_plan.read": ("Kiểm tra giấy tờ cho thủ tục", "Checked papers for a procedure"),
+    # A delegate acting for the owner (X-On-Behalf-Of): "Who" already says it was the delegate.
+    "delegate.list": ("Xem danh sách giấy tờ thay bạn", "Listed your papers for you"),
+    "delegate.metadata": ("Xem thông tin giấy tờ thay bạn", "Read a paper's details for you"),
+    "delegate.versions": (
+        "Xem các phiên bản giấy tờ thay bạn",
+        "Listed a paper's versions for you",
+    ),
+    "delegate.download": ("Tải giấy tờ về thay bạn", "Downloaded a paper for you"),
+    "delegate.create": ("Thêm giấy tờ thay bạn", "Added a paper for you"),
+    "delegate.upload": ("Tải lên phiên bản mới thay bạn", "Uploaded a new version for you"),
+    "delegate.access_log": ("Xem nhật ký truy cập thay bạn", "Read your access log for you"),
+    "delegate.access_log_proof": (
+        "Xem bằng chứng nhật ký truy cập thay bạn",
+        "Read your access-log proof for you",
+    ),
 }
 
 DECISION: dict[str, tuple[str, str]] = {

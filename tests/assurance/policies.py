@@ -8,8 +8,12 @@ that is gone; then it sends one minimal valid request per (route, principal) cel
 outcome class. So a new route cannot ship without someone deciding, here, who may call it.
 
 The principals (``Principal``) are built by ``tests/assurance/conftest.py``: every identifier in
-a path belongs to owner A or to agency X, so owner B, the delegate (outside consent routes),
-agency Y and Y's official are always the wrong party.
+a path belongs to owner A or to agency X, so owner B, the delegate (outside the routes a
+delegation opens), agency Y and Y's official are always the wrong party. The delegate always
+sends ``X-On-Behalf-Of: A`` and holds a delegation from A with every scope: on the routes a
+scope opens (consents, papers, the access log) they act for A; on owner-only routes (delete a
+paper, export, erase the account) the header is refused with 403; elsewhere it is ignored and
+they are on their own account.
 
 How to read the outcome of the wrong credential, as the code does it:
 
@@ -152,21 +156,46 @@ SELF = Policy(
     "any signed-in citizen, on their own account (the query is scoped to the caller)",
     _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_OK, OFFICIAL=_OK, OFFICIAL_Y=_OK),
 )
-SELF_OR_DELEGATE = Policy(
-    "SELF_OR_DELEGATE",
-    "any signed-in citizen on their own account, or a delegate with consents:decide acting "
-    "for the owner named in X-On-Behalf-Of",
-    _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_OK, OFFICIAL=_OK, OFFICIAL_Y=_OK),
+SELF_ONLY = Policy(
+    "SELF_ONLY",
+    "any signed-in citizen on their own account; never delegated (destructive or bulk): a "
+    "request with X-On-Behalf-Of gets 403 owner_only",
+    _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_403, OFFICIAL=_OK, OFFICIAL_Y=_OK),
 )
+
+
+def self_or_delegate(scope: str) -> Policy:
+    """``api.deps.acting_for(scope)`` on an account-wide route: the caller's own account, or
+    the owner named in X-On-Behalf-Of when the caller holds an active delegation of ``scope``
+    from them (else 403, whether or not that owner exists)."""
+    return Policy(
+        f"SELF_OR_DELEGATE({scope})",
+        "any signed-in citizen on their own account, or a delegate with "
+        f"{scope} acting for the owner named in X-On-Behalf-Of (without such a delegation: 403)",
+        _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_OK, OFFICIAL=_OK, OFFICIAL_Y=_OK),
+    )
+
+
+def owner_or_delegate(scope: str) -> Policy:
+    """``api.deps.acting_for(scope)`` on a resource of A."""
+    return Policy(
+        f"OWNER_OR_DELEGATE({scope})",
+        f"the owner (A), or A's delegate with {scope} and X-On-Behalf-Of: A; others 404 "
+        "(a delegate without that scope: 403)",
+        _citizen_route(OWNER_A=_OK, DELEGATE=_OK),
+    )
+
+
 OWNER = Policy(
     "OWNER",
     "the owner of the resource (A); another citizen gets 404",
     _citizen_route(OWNER_A=_OK),
 )
-OWNER_OR_DELEGATE = Policy(
-    "OWNER_OR_DELEGATE",
-    "the owner (A), or A's delegate with consents:decide and X-On-Behalf-Of: A; others 404",
-    _citizen_route(OWNER_A=_OK, DELEGATE=_OK),
+OWNER_ONLY = Policy(
+    "OWNER_ONLY",
+    "the owner of the resource (A); another citizen gets 404; never delegated (destructive): "
+    "a request with X-On-Behalf-Of gets 403 owner_only",
+    _citizen_route(OWNER_A=_OK, DELEGATE=_403),
 )
 DELEGATION_PARTY = Policy(
     "DELEGATION_PARTY",
@@ -347,30 +376,30 @@ POLICIES: dict[Route, Policy] = {
     ("POST", "/oauth2/logout"): PROTOCOL,
     # the owner's account and store
     ("GET", "/v1/me"): SELF,
-    ("DELETE", "/v1/me"): SELF,
+    ("DELETE", "/v1/me"): SELF_ONLY,
     ("GET", "/v1/document-types"): PUBLIC,
-    ("GET", "/v1/documents"): SELF,
-    ("POST", "/v1/documents"): SELF,
-    ("GET", "/v1/documents/{document_id}"): OWNER,
-    ("GET", "/v1/documents/{document_id}/versions"): OWNER,
-    ("PUT", "/v1/documents/{document_id}/content"): OWNER,
-    ("GET", "/v1/documents/{document_id}/content"): OWNER,
-    ("DELETE", "/v1/documents/{document_id}"): OWNER,
+    ("GET", "/v1/documents"): self_or_delegate("documents:read"),
+    ("POST", "/v1/documents"): self_or_delegate("documents:write"),
+    ("GET", "/v1/documents/{document_id}"): owner_or_delegate("documents:read"),
+    ("GET", "/v1/documents/{document_id}/versions"): owner_or_delegate("documents:read"),
+    ("PUT", "/v1/documents/{document_id}/content"): owner_or_delegate("documents:write"),
+    ("GET", "/v1/documents/{document_id}/content"): owner_or_delegate("documents:read"),
+    ("DELETE", "/v1/documents/{document_id}"): OWNER_ONLY,
     ("GET", "/v1/documents/{document_id}/provenance"): OWNER,
-    ("GET", "/v1/export"): SELF,
+    ("GET", "/v1/export"): SELF_ONLY,
     ("GET", "/v1/procedures/{code}/reuse-plan"): SELF,
-    ("GET", "/v1/access-log"): SELF,
-    ("GET", "/v1/access-log/proof"): SELF,
+    ("GET", "/v1/access-log"): self_or_delegate("access_log:read"),
+    ("GET", "/v1/access-log/proof"): self_or_delegate("access_log:read"),
     ("GET", "/v1/statutory-access"): SELF,
     ("GET", "/v1/notifications"): SELF,
     ("POST", "/v1/notifications/{notification_id}/read"): OWNER,
     # consent, owner side
-    ("GET", "/v1/consents"): SELF_OR_DELEGATE,
-    ("GET", "/v1/consents/{request_id}"): OWNER_OR_DELEGATE,
-    ("POST", "/v1/consents/{request_id}/decision"): OWNER_OR_DELEGATE,
-    ("GET", "/v1/grants/{grant_id}"): OWNER_OR_DELEGATE,
-    ("POST", "/v1/grants/{grant_id}/revoke"): OWNER_OR_DELEGATE,
-    ("GET", "/v1/grants/{grant_id}/receipt"): OWNER_OR_DELEGATE,
+    ("GET", "/v1/consents"): self_or_delegate("consents:decide"),
+    ("GET", "/v1/consents/{request_id}"): owner_or_delegate("consents:decide"),
+    ("POST", "/v1/consents/{request_id}/decision"): owner_or_delegate("consents:decide"),
+    ("GET", "/v1/grants/{grant_id}"): owner_or_delegate("consents:decide"),
+    ("POST", "/v1/grants/{grant_id}/revoke"): owner_or_delegate("consents:decide"),
+    ("GET", "/v1/grants/{grant_id}/receipt"): owner_or_delegate("consents:decide"),
     # delegations
     ("GET", "/v1/delegations"): SELF,
     ("POST", "/v1/delegations"): SELF,
