@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import structlog
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -207,6 +207,16 @@ def _no_delegation() -> Forbidden:
     return Forbidden("Không có quyền đại diện.", "No delegation for that owner.")
 
 
+OnBehalfOf = Annotated[
+    str | None,
+    Header(
+        alias="X-On-Behalf-Of",
+        description="A delegate acting for another owner: that owner's account id. The caller "
+        "must hold an active delegation of the scope the operation needs from them.",
+    ),
+]
+
+
 def acting_for(scope: DelegationScope) -> Callable[..., OwnerActor]:
     """A dependency: who acts on a store within ``scope``.
 
@@ -218,9 +228,11 @@ def acting_for(scope: DelegationScope) -> Callable[..., OwnerActor]:
     """
 
     def actor(
-        request: Request, owner: CurrentOwner, container: ContainerDep, session: DbSession
+        owner: CurrentOwner,
+        container: ContainerDep,
+        session: DbSession,
+        on_behalf: OnBehalfOf = None,
     ) -> OwnerActor:
-        on_behalf = request.headers.get("x-on-behalf-of")
         if not on_behalf:
             return OwnerActor(owner_id=owner.account_id, account_id=owner.account_id)
         try:
