@@ -168,9 +168,37 @@ class ConsentRepository:
         return bool(getattr(result, "rowcount", 0))
 
 
+SUBJECT_MAX = 500
+
+
 class NotificationRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def add(
+        self,
+        owner_id: uuid.UUID,
+        kind: str,
+        subject_vi: str,
+        subject_en: str,
+        data: dict[str, str],
+        *,
+        now: dt.datetime,
+        visible_from: dt.datetime | None = None,
+    ) -> None:
+        """A notification for the owner (subjects cut to their column), shown from
+        ``visible_from`` (a deferred disclosure) or at once."""
+        self.session.add(
+            Notification(
+                owner_id=owner_id,
+                kind=kind,
+                subject_vi=subject_vi[:SUBJECT_MAX],
+                subject_en=subject_en[:SUBJECT_MAX],
+                data=data,
+                visible_from=max(visible_from or now, now),
+                created_at=now,
+            )
+        )
 
     def visible(
         self, owner_id: uuid.UUID, now: dt.datetime, limit: int = 200

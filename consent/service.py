@@ -48,7 +48,6 @@ from consent.models import (
     Grant,
     GrantItem,
     GrantStatus,
-    Notification,
     RequestStatus,
     StatutoryAccess,
     StatutoryAccessItem,
@@ -56,7 +55,7 @@ from consent.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from consent.repository import ConsentRepository
+from consent.repository import ConsentRepository, NotificationRepository
 from consent.schemas import (
     ConsentRequestIn,
     ConsentRequestOut,
@@ -882,17 +881,8 @@ class ConsentService:
     def _notify(
         self, owner_id: uuid.UUID, kind: str, subject_vi: str, subject_en: str, data: dict[str, str]
     ) -> None:
-        now = self.clock.now()
-        self.session.add(
-            Notification(
-                owner_id=owner_id,
-                kind=kind,
-                subject_vi=subject_vi[:500],
-                subject_en=subject_en[:500],
-                data=data,
-                visible_from=now,
-                created_at=now,
-            )
+        NotificationRepository(self.session).add(
+            owner_id, kind, subject_vi, subject_en, data, now=self.clock.now()
         )
 
     def _webhook(self, agency_id: uuid.UUID, event: str, payload: dict[str, str | None]) -> None:
@@ -991,18 +981,16 @@ class StatutoryAccessService:
             agency = self.agencies.get(access.agency_id)
             assert agency is not None
             visible = access.disclose_at or now
-            self.session.add(
-                Notification(
-                    owner_id=access.subject_id,
-                    kind="statutory.approved",
-                    subject_vi=f"{agency.name_vi} được phép truy cập giấy tờ của bạn theo "
-                    f"{access.legal_reference}"[:500],
-                    subject_en=f"{agency.name_en or agency.name_vi} may access your papers under "
-                    f"{access.legal_reference}"[:500],
-                    data={"statutory_access_id": str(access.id)},
-                    visible_from=max(visible, now),
-                    created_at=now,
-                )
+            NotificationRepository(self.session).add(
+                access.subject_id,
+                "statutory.approved",
+                f"{agency.name_vi} được phép truy cập giấy tờ của bạn theo "
+                f"{access.legal_reference}",
+                f"{agency.name_en or agency.name_vi} may access your papers under "
+                f"{access.legal_reference}",
+                {"statutory_access_id": str(access.id)},
+                now=now,
+                visible_from=visible,
             )
         return self._out(access)
 

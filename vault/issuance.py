@@ -26,7 +26,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from common.clock import Clock
-from consent.models import Notification
+from consent.repository import NotificationRepository
 from identity.errors import AccountNotFound
 from identity.repository import AccountRepository, AgencyRepository
 from vault.errors import (
@@ -261,17 +261,8 @@ class IssuanceService:
     def _notify(
         self, owner_id: uuid.UUID, kind: str, vi: str, en: str, document_id: uuid.UUID
     ) -> None:
-        now = self.clock.now()
-        self.session.add(
-            Notification(
-                owner_id=owner_id,
-                kind=kind,
-                subject_vi=vi[:500],
-                subject_en=en[:500],
-                data={"document_id": str(document_id)},
-                visible_from=now,
-                created_at=now,
-            )
+        NotificationRepository(self.session).add(
+            owner_id, kind, vi, en, {"document_id": str(document_id)}, now=self.clock.now()
         )
 
     def revoke_issued(self, agency_id: uuid.UUID, document_id: uuid.UUID, reason: str) -> None:
@@ -449,17 +440,13 @@ class IssuanceService:
         doc_type = self.repo.document_type(document_type)
         assert doc_type is not None
         if not held:
-            self.session.add(
-                Notification(
-                    owner_id=citizen.account_id,
-                    kind="document.requested",
-                    subject_vi=f"{agency.name_vi} đề nghị bạn cung cấp: {doc_type.name_vi}"[:500],
-                    subject_en=f"{agency.name_en or agency.name_vi} asks you to provide: "
-                    f"{doc_type.name_en}"[:500],
-                    data={"document_type": document_type},
-                    visible_from=now,
-                    created_at=now,
-                )
+            NotificationRepository(self.session).add(
+                citizen.account_id,
+                "document.requested",
+                f"{agency.name_vi} đề nghị bạn cung cấp: {doc_type.name_vi}",
+                f"{agency.name_en or agency.name_vi} asks you to provide: {doc_type.name_en}",
+                {"document_type": document_type},
+                now=now,
             )
             self.session.flush()
             return None
@@ -472,21 +459,15 @@ class IssuanceService:
             created_at=now,
         )
         self.session.add(record)
-        self.session.add(
-            Notification(
-                owner_id=citizen.account_id,
-                kind="document.requested_again",
-                subject_vi=f"{agency.name_vi} đề nghị nộp lại {doc_type.name_vi}, nhưng giấy tờ "
-                "này đã có trong kho của bạn: bạn không phải nộp lại, có thể chia sẻ bản đã có."[
-                    :500
-                ],
-                subject_en=f"{agency.name_en or agency.name_vi} asked again for "
-                f"{doc_type.name_en}, which your store already holds: you need not provide it "
-                "again; you can share the one you have."[:500],
-                data={"document_type": document_type, "document_id": str(held[0].id)},
-                visible_from=now,
-                created_at=now,
-            )
+        NotificationRepository(self.session).add(
+            citizen.account_id,
+            "document.requested_again",
+            f"{agency.name_vi} đề nghị nộp lại {doc_type.name_vi}, nhưng giấy tờ này đã có trong "
+            "kho của bạn: bạn không phải nộp lại, có thể chia sẻ bản đã có.",
+            f"{agency.name_en or agency.name_vi} asked again for {doc_type.name_en}, which your "
+            "store already holds: you need not provide it again; you can share the one you have.",
+            {"document_type": document_type, "document_id": str(held[0].id)},
+            now=now,
         )
         self.session.flush()
         return record
