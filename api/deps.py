@@ -60,7 +60,7 @@ REQUEST_FAILED = "unit_of_work_failed"
 
 
 class _Failed(Exception):
-    pass
+    """Raised inside the session dependency to take its rollback path."""
 
 
 def get_session(container: ContainerDep, request: Request) -> Iterator[Session]:
