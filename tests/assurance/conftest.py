@@ -1,14 +1,15 @@
 """A world for the assurance tests, built once per module through the real API.
 
 ``World`` holds two owners (A and B) with papers, A's delegate (a delegation with every scope),
-agencies X and Y with back-end clients, a repeated-access grant from A to X and a pending
-request of X, an official of X with every role (and a second one, so that statutory accesses can
-be approved), an official of Y, an approved statutory access of X, an issued paper of X in A's
-store, an organisation, an OAuth client that authenticates with ``private_key_jwt`` (its
-credential travels in the form), and an operator; ``World.page_session`` gives any citizen a
-signed-in page session. Every identifier a route's path needs belongs to A or to X, so that B,
-the delegate (outside consent), Y and Y's official are the wrong party. ``World.fresh_*`` make
-new resources for the cells that change or consume what they touch, so no cell depends on
+A's reader (another citizen, holding a delegation from A with ``documents:read`` only), agencies
+X and Y with back-end clients, a repeated-access grant from A to X and a pending request of X, an
+official of X with every role (and a second one, so that statutory accesses can be approved), an
+official of Y, an approved statutory access of X, an issued paper of X in A's store, an
+organisation, an OAuth client that authenticates with ``private_key_jwt`` (its credential
+travels in the form), and an operator; ``World.page_session`` gives any citizen a signed-in page
+session. Every identifier a route's path needs belongs to A or to X, so that B, the delegates
+(outside the routes their scopes open), Y and Y's official are the wrong party. ``World.fresh_*``
+make new resources for the cells that change or consume what they touch, so no cell depends on
 another one's side effects.
 
 ``open_env`` and ``build_world`` are also what ``bench/fuzz.py`` runs on.
@@ -43,6 +44,7 @@ from api.web.session import WebSessionStore
 from identity.service import tax_code_check_digit
 from storage.db import Base, session_scope
 from tests.agencies import AgencyClient, make_agency
+from tests.assurance.policies import HELD, SCOPES, Principal
 from tests.conftest import (
     KhoEnv,
     Owner,
@@ -54,7 +56,8 @@ from tests.conftest import (
 BACKENDS = ["sqlite-local", "postgres-minio"]
 PROCEDURE = "1.004222"
 PORTAL = "kho-demo-portal"
-ALL_SCOPES = ["documents:read", "documents:write", "consents:decide", "access_log:read"]
+ALL_SCOPES = list(SCOPES)
+READER_SCOPES = sorted(HELD[Principal.READER])  # what the matrix declares A's reader holds
 SAMPLE_CITIZEN = "019090001234"  # the e-ID simulator's Nguyễn Văn An
 WEB_COOKIE = "kho_web"
 
@@ -105,6 +108,7 @@ class World:
     owner_a: Owner
     owner_b: Owner
     delegate: Owner
+    reader: Owner
     official: Owner
     second_official: Owner
     official_y: Owner
@@ -115,6 +119,7 @@ class World:
     doc_a_cccd: str
     doc_b: str
     delegation_id: str
+    reader_delegation_id: str
     grant_id: str
     granted_request_id: str
     pending_request_id: str
@@ -219,14 +224,17 @@ class World:
         grant_id: str = decided["grant"]["id"]
         return grant_id
 
-    def fresh_delegation(self, delegate: Owner | None = None) -> str:
+    def fresh_delegation(
+        self, delegate: Owner | None = None, scope: list[str] | None = None
+    ) -> str:
+        """A delegation from A (to the delegate, with every scope, unless told otherwise)."""
         delegate = delegate or self.delegate
         created = expect(
             self.client.post(
                 "/v1/delegations",
                 json={
                     "delegate_personal_id": delegate.personal_id,
-                    "scope": ALL_SCOPES,
+                    "scope": scope or ALL_SCOPES,
                     "valid_until": (self.now() + dt.timedelta(days=365)).isoformat(),
                 },
                 headers=self.as_owner(self.owner_a),
@@ -520,7 +528,7 @@ def _paper(env: KhoEnv, owner: Owner, type_code: str) -> str:
 
 def build_world(env: KhoEnv) -> World:
     ops = env.operator_headers()
-    owner_a, owner_b, delegate = env.citizen(), env.citizen(), env.citizen()
+    owner_a, owner_b, delegate, reader = env.citizen(), env.citizen(), env.citizen(), env.citizen()
     x = make_agency(env, "MATRIX-X", "Công an tỉnh (ma trận X)")
     y = make_agency(env, "MATRIX-Y", "Sở Tư pháp (ma trận Y)")
     official, official_id = _make_official(env, x, ["receptionist", "processor", "approver"])
@@ -587,6 +595,7 @@ def build_world(env: KhoEnv) -> World:
         owner_a=owner_a,
         owner_b=owner_b,
         delegate=delegate,
+        reader=reader,
         official=official,
         second_official=second_official,
         official_y=official_y,
@@ -597,6 +606,7 @@ def build_world(env: KhoEnv) -> World:
         doc_a_cccd=doc_a_cccd,
         doc_b=doc_b,
         delegation_id="",
+        reader_delegation_id="",
         grant_id="",
         granted_request_id="",
         pending_request_id="",
@@ -610,6 +620,7 @@ def build_world(env: KhoEnv) -> World:
         oauth_client_key=oauth_key,
     )
     world.delegation_id = world.fresh_delegation()
+    world.reader_delegation_id = world.fresh_delegation(reader, READER_SCOPES)
     world.grant_id = world.fresh_grant()
     followed = expect(
         env.client.get(f"/v1/grants/{world.grant_id}", headers=env.headers(owner_a)), 200
@@ -626,7 +637,7 @@ def build_world(env: KhoEnv) -> World:
 
     # Every citizen principal gets an entry in their own log (a request of Y), then a signed
     # checkpoint covers them all, so that each one's proof exists.
-    for person in (owner_b, delegate, official, official_y):
+    for person in (owner_b, delegate, reader, official, official_y):
         y.request(person.personal_id, [{"document_type": "cccd"}])
     expect(env.client.post("/v1/admin/access-log/checkpoints", headers=ops), 201)
     env.client.cookies.clear()

@@ -8,12 +8,14 @@ that is gone; then it sends one minimal valid request per (route, principal) cel
 outcome class. So a new route cannot ship without someone deciding, here, who may call it.
 
 The principals (``Principal``) are built by ``tests/assurance/conftest.py``: every identifier in
-a path belongs to owner A or to agency X, so owner B, the delegate (outside the routes a
-delegation opens), agency Y and Y's official are always the wrong party. The delegate always
-sends ``X-On-Behalf-Of: A`` and holds a delegation from A with every scope: on the routes a
-scope opens (consents, papers, the access log) they act for A; on owner-only routes (delete a
-paper, export, erase the account) the header is refused with 403; elsewhere it is ignored and
-they are on their own account.
+a path belongs to owner A or to agency X, so owner B, A's delegates (outside the routes a
+delegation opens), agency Y and Y's official are always the wrong party. A's two delegates
+(``DELEGATES``) always send ``X-On-Behalf-Of: A``; each holds a delegation from A with the
+scopes ``HELD`` names: the delegate every scope, the reader only ``documents:read``. On a route
+that asks for a scope (``acting_for``: papers, consents, the access log) a delegate holding it
+acts for A and one without it gets 403; on owner-only routes (delete a paper, export, erase the
+account) the header is refused with 403 ``owner_only``; elsewhere it is ignored and they are on
+their own account.
 
 How to read the outcome of the wrong credential, as the code does it:
 
@@ -43,6 +45,7 @@ class Principal(StrEnum):
     OWNER_A = "owner A"
     OWNER_B = "owner B"
     DELEGATE = "A's delegate"
+    READER = "A's reader"
     AGENCY_X = "agency X"
     AGENCY_Y = "agency Y"
     OFFICIAL = "official of X"
@@ -55,6 +58,7 @@ SHORT: dict[Principal, str] = {
     Principal.OWNER_A: "A",
     Principal.OWNER_B: "B",
     Principal.DELEGATE: "dlg",
+    Principal.READER: "rdr",
     Principal.AGENCY_X: "X",
     Principal.AGENCY_Y: "Y",
     Principal.OFFICIAL: "offX",
@@ -66,10 +70,25 @@ CITIZENS = (
     Principal.OWNER_A,
     Principal.OWNER_B,
     Principal.DELEGATE,
+    Principal.READER,
     Principal.OFFICIAL,
     Principal.OFFICIAL_Y,
 )
 AGENCIES = (Principal.AGENCY_X, Principal.AGENCY_Y)
+
+# The delegation scopes (``identity.schemas.DelegationScope``), and what each of A's delegates
+# holds from A: ``conftest.build_world`` gives them exactly these, and the matrix checks that it
+# did before it runs.
+DOCUMENTS_READ = "documents:read"
+DOCUMENTS_WRITE = "documents:write"
+CONSENTS_DECIDE = "consents:decide"
+ACCESS_LOG_READ = "access_log:read"
+SCOPES = (DOCUMENTS_READ, DOCUMENTS_WRITE, CONSENTS_DECIDE, ACCESS_LOG_READ)
+HELD: dict[Principal, frozenset[str]] = {
+    Principal.DELEGATE: frozenset(SCOPES),
+    Principal.READER: frozenset({DOCUMENTS_READ}),
+}
+DELEGATES = tuple(HELD)
 
 
 class Outcome(StrEnum):
@@ -118,6 +137,19 @@ def _everyone(outcome: Outcome) -> dict[Principal, Outcome]:
     return dict.fromkeys(Principal, outcome)
 
 
+def _citizens(outcome: Outcome) -> dict[str, Outcome]:
+    """Every citizen principal (the ``**allowed`` of the helpers below) with ``outcome``."""
+    return {principal.name: outcome for principal in CITIZENS}
+
+
+def _delegated(scope: str | None) -> dict[str, Outcome]:
+    """What A's delegates, who send ``X-On-Behalf-Of: A``, get on a route that reads that header:
+    ok where they hold ``scope``, else 403 (no delegation of that scope from A). ``None``: an
+    owner-only route, where the header itself is refused (403 ``owner_only``)."""
+    assert scope is None or scope in SCOPES, scope
+    return {p.name: _OK if scope in HELD[p] else _403 for p in DELEGATES}
+
+
 def _citizen_route(**allowed: Outcome) -> dict[Principal, Outcome]:
     """A ``CurrentOwner`` route: anonymous, agency and operator tokens get 401."""
     cells = _everyone(_401)
@@ -153,14 +185,15 @@ PROTOCOL = Policy(
 )
 SELF = Policy(
     "SELF",
-    "any signed-in citizen, on their own account (the query is scoped to the caller)",
-    _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_OK, OFFICIAL=_OK, OFFICIAL_Y=_OK),
+    "any signed-in citizen, on their own account (the query is scoped to the caller; "
+    "X-On-Behalf-Of plays no part)",
+    _citizen_route(**_citizens(_OK)),
 )
 SELF_ONLY = Policy(
     "SELF_ONLY",
     "any signed-in citizen on their own account; never delegated (destructive or bulk): a "
     "request with X-On-Behalf-Of gets 403 owner_only",
-    _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_403, OFFICIAL=_OK, OFFICIAL_Y=_OK),
+    _citizen_route(**{**_citizens(_OK), **_delegated(None)}),
 )
 
 
@@ -172,7 +205,7 @@ def self_or_delegate(scope: str) -> Policy:
         f"SELF_OR_DELEGATE({scope})",
         "any signed-in citizen on their own account, or a delegate with "
         f"{scope} acting for the owner named in X-On-Behalf-Of (without such a delegation: 403)",
-        _citizen_route(OWNER_A=_OK, OWNER_B=_OK, DELEGATE=_OK, OFFICIAL=_OK, OFFICIAL_Y=_OK),
+        _citizen_route(**{**_citizens(_OK), **_delegated(scope)}),
     )
 
 
@@ -182,25 +215,27 @@ def owner_or_delegate(scope: str) -> Policy:
         f"OWNER_OR_DELEGATE({scope})",
         f"the owner (A), or A's delegate with {scope} and X-On-Behalf-Of: A; others 404 "
         "(a delegate without that scope: 403)",
-        _citizen_route(OWNER_A=_OK, DELEGATE=_OK),
+        _citizen_route(OWNER_A=_OK, **_delegated(scope)),
     )
 
 
 OWNER = Policy(
     "OWNER",
-    "the owner of the resource (A); another citizen gets 404",
+    "the owner of the resource (A); another citizen gets 404 (X-On-Behalf-Of plays no part)",
     _citizen_route(OWNER_A=_OK),
 )
 OWNER_ONLY = Policy(
     "OWNER_ONLY",
     "the owner of the resource (A); another citizen gets 404; never delegated (destructive): "
     "a request with X-On-Behalf-Of gets 403 owner_only",
-    _citizen_route(OWNER_A=_OK, DELEGATE=_403),
+    _citizen_route(OWNER_A=_OK, **_delegated(None)),
 )
+# The delegation in the path is the one A gave the delegate (the reader, holding another one
+# from A, is not a party to it).
 DELEGATION_PARTY = Policy(
     "DELEGATION_PARTY",
     "either party of the delegation: the owner who gave it (A) or the delegate who received "
-    "it; others 404",
+    "it; others 404 (another delegate of A's included)",
     _citizen_route(OWNER_A=_OK, DELEGATE=_OK),
 )
 AGENCY = Policy(
@@ -275,28 +310,11 @@ def _page(signed_in: Outcome, **allowed: Outcome) -> dict[Principal, Outcome]:
 
 
 _LOGIN = Outcome.SIGN_IN
-_ALL_CITIZENS_OK = {
-    "OWNER_A": _OK,
-    "OWNER_B": _OK,
-    "DELEGATE": _OK,
-    "OFFICIAL": _OK,
-    "OFFICIAL_Y": _OK,
-}
-_OWNER_PAGE = {
-    "OWNER_A": _OK,
-    "OWNER_B": _404,
-    "DELEGATE": _404,
-    "OFFICIAL": _404,
-    "OFFICIAL_Y": _404,
-}
-_PARTY_PAGE = {**_OWNER_PAGE, "DELEGATE": _OK}
-_DESK_PAGE = {
-    "OWNER_A": _403,
-    "OWNER_B": _403,
-    "DELEGATE": _403,
-    "OFFICIAL": _OK,
-    "OFFICIAL_Y": _OK,
-}
+# Pages have no on-behalf-of: a delegate's page session is their own, as B's is.
+_ALL_CITIZENS_OK = _citizens(_OK)
+_OWNER_PAGE = {**_citizens(_404), "OWNER_A": _OK}
+_PARTY_PAGE = {**_OWNER_PAGE, "DELEGATE": _OK}  # the delegation A gave the delegate
+_DESK_PAGE = {**_citizens(_403), "OFFICIAL": _OK, "OFFICIAL_Y": _OK}
 
 WEB_SELF = Policy(
     "WEB_SELF",

@@ -40,6 +40,7 @@ from tests.assurance.conftest import (
     valid_tax_code,
 )
 from tests.assurance.policies import (
+    HELD,
     KNOWN,
     POLICIES,
     SHORT,
@@ -108,6 +109,8 @@ def principal_headers(world: World, principal: Principal) -> dict[str, str]:
             return env.headers(world.owner_b)
         case Principal.DELEGATE:
             return env.headers(world.delegate, **{"X-On-Behalf-Of": str(world.owner_a.account_id)})
+        case Principal.READER:
+            return env.headers(world.reader, **{"X-On-Behalf-Of": str(world.owner_a.account_id)})
         case Principal.AGENCY_X:
             return world.x.headers()
         case Principal.AGENCY_Y:
@@ -180,6 +183,7 @@ def person_of(world: World, principal: Principal) -> Owner | None:
         Principal.OWNER_A: world.owner_a,
         Principal.OWNER_B: world.owner_b,
         Principal.DELEGATE: world.delegate,
+        Principal.READER: world.reader,
         Principal.OFFICIAL: world.official,
         Principal.OFFICIAL_Y: world.official_y,
     }.get(principal)
@@ -1003,9 +1007,29 @@ def test_pages_refuse_values_the_database_cannot_hold(assurance_world: World) ->
         assert "text/html" in response.headers["content-type"]
 
 
+def delegations_held(world: World) -> dict[Principal, frozenset[str]]:
+    """The scopes of the delegation from A that each of A's delegates holds, as A sees them."""
+    held = {
+        Principal.DELEGATE: world.delegation_id,
+        Principal.READER: world.reader_delegation_id,
+    }
+    found: dict[Principal, frozenset[str]] = {}
+    for principal, delegation_id in held.items():
+        delegation = _owner_view(world, f"/v1/delegations/{delegation_id}")
+        assert delegation["status"] == "active", (principal, delegation)
+        assert delegation["owner_id"] == str(world.owner_a.account_id), (principal, delegation)
+        person = person_of(world, principal)
+        assert person is not None and delegation["delegate_id"] == str(person.account_id)
+        found[principal] = frozenset(delegation["scope"])
+    return found
+
+
 def test_authorization_matrix(assurance_world: World) -> None:
     world = assurance_world
     assert app_routes(world.client.app) == set(POLICIES)  # type: ignore[arg-type]
+    # The policies' outcomes for A's delegates follow from the scopes policies.HELD says they
+    # hold: the world must give them exactly those.
+    assert delegations_held(world) == HELD
     cells: dict[tuple[Route, Principal], Cell] = {}
     for route in ordered_routes():
         policy: Policy = POLICIES[route]
