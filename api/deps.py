@@ -176,9 +176,11 @@ def get_agency(request: Request, container: ContainerDep, session: DbSession) ->
     claims = container.tokens.validate(_bearer(request))
     if AGENCY_SCOPE not in claims.scopes or claims.client_id is None:
         raise Forbidden("Cần quyền kho:agency.", "The kho:agency scope is required.")
-    if claims.token_id is None or SsoRepository(session).revoked_jti(claims.token_id):
+    if claims.token_id is None:
         raise InvalidToken()
-    agency_id = SsoRepository(session).active_agency_of_client(claims.client_id)
+    revoked, agency_id = SsoRepository(session).agency_call_check(claims.token_id, claims.client_id)
+    if revoked:
+        raise InvalidToken()
     if agency_id is None:
         raise NotAnAgencyClient()
     return AgencyActor(client_id=claims.client_id, agency_id=agency_id)

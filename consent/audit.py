@@ -30,12 +30,24 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import DateTime, Select, String, select, text, tuple_, type_coerce, update
+from sqlalchemy import (
+    DateTime,
+    Select,
+    String,
+    Table,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    type_coerce,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -592,8 +604,17 @@ def verify_inclusion(
 
 # -- verification core -------------------------------------------------------------------------
 
-_ENTRIES = AccessLogEntry.__table__.c
-_HEADS = AccessLogHead.__table__.c
+_ENTRIES_TABLE: Final = cast(Table, AccessLogEntry.__table__)
+_HEADS_TABLE: Final = cast(Table, AccessLogHead.__table__)
+_ENTRIES = _ENTRIES_TABLE.c
+_HEADS = _HEADS_TABLE.c
+# The columns an append writes (``id`` is the database's).
+_WRITTEN: Final = (*HASHED_FIELDS, "prev_hash", "entry_hash")
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0))
+
 
 # The row shape check_chains reads: id, then the hashed fields in encoding order, then the two
 # hashes. UUIDs come as stored text and occurred_at without the UTC decorator: the encoders
@@ -1022,16 +1043,17 @@ class AccessLog:
     # -- writing -------------------------------------------------------------------------------
 
     def append(self, event: LogEvent) -> AccessLogEntry:
-        """Append ``event`` to its owner's chain in the caller's transaction (flushed at once,
+        """Append ``event`` to its owner's chain in the caller's transaction (written at once,
         so a failure to log surfaces before anything is served).
 
         The owner's head row is locked until the transaction ends: appends for one owner
         serialise, different owners never wait for each other (on SQLite every writer waits
-        for the database lock anyway).
+        for the database lock anyway). Two round trips on PostgreSQL: the locking read of the
+        head, then one statement that moves the head and inserts the entry.
         """
         event.check()
-        head = self._lock_head(event.owner_id)
-        seq = head.seq + 1
+        head_seq, head_hash = self._lock_head(event.owner_id)
+        seq = head_seq + 1
         occurred_at = self.clock.now().astimezone(dt.UTC)
         entry = AccessLogEntry(
             owner_id=event.owner_id,
@@ -1049,16 +1071,43 @@ class AccessLog:
             document_id=event.document_id,
             document_version=event.document_version,
             purpose=event.purpose,
-            prev_hash=head.entry_hash,
+            prev_hash=head_hash,
         )
-        entry.entry_hash = entry_hash(head.entry_hash, record_of(entry))
-        self.session.add(entry)
-        head.seq = seq
-        head.entry_hash = entry.entry_hash
-        self.session.flush()
+        entry.entry_hash = entry_hash(head_hash, record_of(entry))
+        self._write(entry, head_seq)
         return entry
 
-    def _lock_head(self, owner_id: uuid.UUID) -> AccessLogHead:
+    def _write(self, entry: AccessLogEntry, head_seq: int) -> None:
+        """Move the (locked) head from ``head_seq`` to ``entry`` and insert ``entry``."""
+        values = {name: getattr(entry, name) for name in _WRITTEN}
+        moved = (
+            update(_HEADS_TABLE)
+            .where(_HEADS.owner_id == entry.owner_id, _HEADS.seq == head_seq)
+            .values(seq=entry.seq, entry_hash=entry.entry_hash)
+        )
+        if self._dialect == "postgresql":
+            # One statement: the entry is inserted from the head's UPDATE ... RETURNING, so
+            # either both are written or neither.
+            head = moved.returning(_HEADS.owner_id).cte("moved_head")
+            row = select(*(literal(values[n], _ENTRIES[n].type) for n in _WRITTEN))
+            entry_id = self.session.scalar(
+                insert(_ENTRIES_TABLE)
+                .from_select(_WRITTEN, row.select_from(head))
+                .add_cte(head)
+                .returning(_ENTRIES.id)
+            )
+        else:
+            entry_id = None
+            if _rowcount(self.session.execute(moved)) == 1:
+                entry_id = self.session.scalar(
+                    insert(_ENTRIES_TABLE).values(values).returning(_ENTRIES.id)
+                )
+        if entry_id is None:
+            raise RuntimeError("the access log head moved while it was locked")
+        entry.id = entry_id
+
+    def _lock_head(self, owner_id: uuid.UUID) -> tuple[int, bytes]:
+        """Lock the owner's head row (created on the first entry) and return its (seq, hash)."""
         if self._dialect == "sqlite":
             # SQLite ignores FOR UPDATE and pysqlite only opens the transaction at the first
             # write: a write first takes the database lock, so the read below is current.
@@ -1069,22 +1118,23 @@ class AccessLog:
                 .execution_options(synchronize_session=False)
             )
         locked = (
-            select(AccessLogHead)
-            .where(AccessLogHead.owner_id == owner_id)
+            select(_HEADS.seq, _HEADS.entry_hash)
+            .where(_HEADS.owner_id == owner_id)
             .with_for_update()
-            .execution_options(populate_existing=True)
         )
-        head = self.session.scalars(locked).one_or_none()
+        head = self.session.execute(locked).first()
         if head is not None:
-            return head
+            return head[0], head[1]
         try:
             with self.session.begin_nested():
-                head = AccessLogHead(owner_id=owner_id, seq=0, entry_hash=GENESIS)
-                self.session.add(head)
+                self.session.execute(
+                    insert(_HEADS_TABLE).values(owner_id=owner_id, seq=0, entry_hash=GENESIS)
+                )
         except IntegrityError:
             # Another transaction created this owner's chain first; wait for its lock.
-            return self.session.scalars(locked).one()
-        return head
+            head = self.session.execute(locked).one()
+            return head[0], head[1]
+        return 0, GENESIS
 
     def checkpoint(self, signer: JwsSigner) -> LogCheckpoint:
         """Sign a Merkle root over every owner's head and store it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -20,6 +21,16 @@ from consent.models import (
     RequestStatus,
     StatutoryAccess,
 )
+
+
+class GrantUse(NamedTuple):
+    """What one counted use of a grant returns: whose papers, how, and the pinned version and
+    hash of the document asked for (both None when the grant does not cover it)."""
+
+    subject_id: uuid.UUID
+    access_mode: AccessMode
+    version: int | None
+    sha256: str | None
 
 
 class ConsentRepository:
@@ -120,13 +131,17 @@ class ConsentRepository:
         ).first()
 
     def use_grant(
-        self, grant_id: uuid.UUID, agency_id: uuid.UUID, now: dt.datetime
-    ) -> tuple[uuid.UUID, AccessMode] | None:
+        self, grant_id: uuid.UUID, agency_id: uuid.UUID, document_id: uuid.UUID, now: dt.datetime
+    ) -> GrantUse | None:
         """Check and count one use in a single statement: no check-then-act race.
 
         The row is locked by the UPDATE until the transaction ends, so a concurrent revocation
         either commits first (and this matches nothing) or waits for this use to commit.
+        The same statement returns the pinned version and hash of ``document_id`` (subqueries
+        of RETURNING; None when the grant does not cover it, and the caller then rolls the
+        counted use back with its refusal).
         """
+        item = GrantItem.grant_id == grant_id, GrantItem.document_id == document_id
         result = self.session.execute(
             update(Grant)
             .where(
@@ -138,12 +153,17 @@ class ConsentRepository:
                 Grant.uses < Grant.max_uses,
             )
             .values(uses=Grant.uses + 1)
-            .returning(Grant.subject_id, Grant.access_mode)
+            .returning(
+                Grant.subject_id,
+                Grant.access_mode,
+                select(GrantItem.version).where(*item).scalar_subquery(),
+                select(GrantItem.sha256).where(*item).scalar_subquery(),
+            )
             .execution_options(synchronize_session=False)
         ).first()
         if result is None:
             return None
-        return result[0], AccessMode(result[1])
+        return GrantUse(result[0], AccessMode(result[1]), result[2], result[3])
 
     def use_item_once(self, grant_id: uuid.UUID, document_id: uuid.UUID, limit: int) -> bool:
         result = self.session.execute(

@@ -387,7 +387,7 @@ class ConsentService:
         the document, or is revoked, expired or used up.
         """
         now = self.clock.now()
-        used = self.repo.use_grant(grant_id, agency.agency_id, now)
+        used = self.repo.use_grant(grant_id, agency.agency_id, document_id, now)
         if used is None:
             # Not this agency's grant (or none), or revoked, expired or used up: find out which.
             grant = self._agency_grant(agency, grant_id, "document.fetch")
@@ -407,9 +407,8 @@ class ConsentService:
                 document_id=document_id,
             )
             raise error()
-        subject_id, access_mode = used
-        item = self.repo.grant_item(grant_id, document_id)
-        if item is None:
+        subject_id, access_mode, version, sha256 = used
+        if version is None or sha256 is None:
             # The use counted above is rolled back with the refused request.
             self._deny(
                 subject_id,
@@ -441,14 +440,14 @@ class ConsentService:
                 decision="allowed",
                 grant_id=grant_id,
                 document_id=document_id,
-                document_version=item.version,
+                document_version=version,
             ),
         )
         return ReadCapability(
             owner_id=subject_id,
             document_id=document_id,
-            version=item.version,
-            sha256=item.sha256,
+            version=version,
+            sha256=sha256,
             agency_id=agency.agency_id,
             grant_id=grant_id,
             statutory_id=None,

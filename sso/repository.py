@@ -41,9 +41,16 @@ class SsoRepository:
     def client(self, client_id: str) -> OAuthClient | None:
         return self.session.get(OAuthClient, client_id)
 
-    def active_agency_of_client(self, client_id: str) -> uuid.UUID | None:
-        """The agency an active client is bound to, if that agency is active (one query)."""
-        agency_id: uuid.UUID | None = self.session.scalar(
+    def agency_call_check(self, token_id: str, client_id: str) -> tuple[bool, uuid.UUID | None]:
+        """For an agency's call: whether its access token was revoked, and the agency its client
+        is bound to (both active) — read now, on every call (ADR 0007), in one round trip (two
+        scalar subqueries of one SELECT)."""
+        revoked_at = (
+            select(IssuedToken.revoked_at)
+            .where(IssuedToken.access_jti == token_id)
+            .scalar_subquery()
+        )
+        agency_id = (
             select(Agency.id)
             .join(OAuthClient, OAuthClient.agency_id == Agency.id)
             .where(
@@ -51,8 +58,10 @@ class SsoRepository:
                 OAuthClient.active.is_(True),
                 Agency.active.is_(True),
             )
+            .scalar_subquery()
         )
-        return agency_id
+        row = self.session.execute(select(revoked_at, agency_id)).one()
+        return row[0] is not None, row[1]
 
     def clients(self) -> Sequence[OAuthClient]:
         return self.session.scalars(select(OAuthClient).order_by(OAuthClient.client_id)).all()

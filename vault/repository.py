@@ -17,6 +17,7 @@ from vault.models import (
     DocumentVersion,
     Procedure,
     ProcedureRequirement,
+    VaultKey,
     VersionStatus,
 )
 
@@ -140,13 +141,21 @@ class DocumentRepository:
         )
         return (current or 0) + 1
 
-    def committed_version_for_owner(
+    def committed_version_with_key(
         self, owner_id: uuid.UUID, document_id: uuid.UUID, version: int
-    ) -> DocumentVersion | None:
-        """One query: the committed version of an owner's live document."""
-        return self.session.scalars(
-            select(DocumentVersion)
+    ) -> tuple[DocumentVersion, VaultKey | None] | None:
+        """One query: the committed version of an owner's live document, and the owner's vault
+        key row it was wrapped under (``None`` if gone). While the caller holds the key row it
+        stays in the session's identity map, where the keyring's lookup by primary key finds it
+        without a second round trip (a missing or destroyed key is still refused there)."""
+        row = self.session.execute(
+            select(DocumentVersion, VaultKey)
             .join(Document, Document.id == DocumentVersion.document_id)
+            .outerjoin(
+                VaultKey,
+                (VaultKey.owner_id == Document.owner_id)
+                & (VaultKey.version == DocumentVersion.vault_key_version),
+            )
             .where(
                 Document.id == document_id,
                 Document.owner_id == owner_id,
@@ -155,6 +164,7 @@ class DocumentRepository:
                 DocumentVersion.status == VersionStatus.committed,
             )
         ).first()
+        return (row[0], row[1]) if row is not None else None
 
     def version_by_id_unscoped(self, version_id: uuid.UUID) -> DocumentVersion | None:
         return self.session.get(DocumentVersion, version_id)

@@ -554,11 +554,13 @@ class DocumentService:
         The capability was minted by the consent service after its check and its log entry in
         this transaction; the version and hash it pins are what the owner agreed to share.
         """
-        version = self.repo.committed_version_for_owner(
+        found = self.repo.committed_version_with_key(
             capability.owner_id, capability.document_id, capability.version
         )
-        if version is None or version.sha256 != capability.sha256:
+        if found is None or found[0].sha256 != capability.sha256:
             raise DocumentHasNoContent()
+        # ``_key_row`` is held so that the keyring below finds it loaded (one round trip less).
+        version, _key_row = found
         data_key = self.keyring.open_data_key(
             capability.owner_id,
             capability.document_id,
