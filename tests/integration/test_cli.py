@@ -24,70 +24,48 @@ def run_kho(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Compl
     )
 
 
+# Production's refusals, in the order they are checked: each case sets everything the ones
+# before it asked for, and expects the next variable to be named.
+_PRODUCTION_STEPS: list[tuple[dict[str, str], str]] = [
+    ({"KHO_ENV": "production"}, "KHO_DATABASE_URL"),
+    ({"KHO_DATABASE_URL": "postgresql+psycopg://h/db"}, "KHO_OBJECT_STORE"),
+    (
+        {
+            "KHO_OBJECT_STORE": "s3",
+            "KHO_S3_ENDPOINT": "127.0.0.1:1",
+            "KHO_S3_ACCESS_KEY": "a",
+            "KHO_S3_SECRET_KEY": "b",
+        },
+        "KHO_EID_SIMULATOR",
+    ),
+    (
+        {
+            "KHO_EID_SIMULATOR": "false",
+            "KHO_EID_DISCOVERY_URL": "https://eid.example/.well-known/openid-configuration",
+        },
+        "KHO_PUBLIC_URL",
+    ),
+    ({"KHO_PUBLIC_URL": "https://kho.example.vn"}, "KHO_MASTER_KEY_FILE"),
+    ({"KHO_MASTER_KEY_FILE": "/etc/kho/master.key"}, "KHO_ERASURE_LIST"),
+]
+
+
+def _production_cases() -> list[tuple[dict[str, str], str]]:
+    cases: list[tuple[dict[str, str], str]] = []
+    env: dict[str, str] = {}
+    for added, variable in _PRODUCTION_STEPS:
+        env = {**env, **added}
+        cases.append((env, variable))
+    return cases
+
+
 @pytest.mark.parametrize(
     ("env", "variable"),
     [
         ({"KHO_PORT": "eighty"}, "KHO_PORT"),
         ({"KHO_ENV": "staging"}, "KHO_ENV"),
         ({"KHO_OBJECT_STORE": "s3"}, "KHO_S3_ENDPOINT"),
-        ({"KHO_ENV": "production"}, "KHO_DATABASE_URL"),
-        (
-            {"KHO_ENV": "production", "KHO_DATABASE_URL": "postgresql+psycopg://h/db"},
-            "KHO_OBJECT_STORE",
-        ),
-        (
-            {
-                "KHO_ENV": "production",
-                "KHO_DATABASE_URL": "postgresql+psycopg://h/db",
-                "KHO_OBJECT_STORE": "s3",
-                "KHO_S3_ENDPOINT": "127.0.0.1:1",
-                "KHO_S3_ACCESS_KEY": "a",
-                "KHO_S3_SECRET_KEY": "b",
-            },
-            "KHO_EID_SIMULATOR",
-        ),
-        (
-            {
-                "KHO_ENV": "production",
-                "KHO_DATABASE_URL": "postgresql+psycopg://h/db",
-                "KHO_OBJECT_STORE": "s3",
-                "KHO_S3_ENDPOINT": "127.0.0.1:1",
-                "KHO_S3_ACCESS_KEY": "a",
-                "KHO_S3_SECRET_KEY": "b",
-                "KHO_EID_SIMULATOR": "false",
-                "KHO_EID_DISCOVERY_URL": "https://eid.example/.well-known/openid-configuration",
-            },
-            "KHO_PUBLIC_URL",
-        ),
-        (
-            {
-                "KHO_ENV": "production",
-                "KHO_DATABASE_URL": "postgresql+psycopg://h/db",
-                "KHO_OBJECT_STORE": "s3",
-                "KHO_S3_ENDPOINT": "127.0.0.1:1",
-                "KHO_S3_ACCESS_KEY": "a",
-                "KHO_S3_SECRET_KEY": "b",
-                "KHO_EID_SIMULATOR": "false",
-                "KHO_EID_DISCOVERY_URL": "https://eid.example/.well-known/openid-configuration",
-                "KHO_PUBLIC_URL": "https://kho.example.vn",
-            },
-            "KHO_MASTER_KEY_FILE",
-        ),
-        (
-            {
-                "KHO_ENV": "production",
-                "KHO_DATABASE_URL": "postgresql+psycopg://h/db",
-                "KHO_OBJECT_STORE": "s3",
-                "KHO_S3_ENDPOINT": "127.0.0.1:1",
-                "KHO_S3_ACCESS_KEY": "a",
-                "KHO_S3_SECRET_KEY": "b",
-                "KHO_EID_SIMULATOR": "false",
-                "KHO_EID_DISCOVERY_URL": "https://eid.example/.well-known/openid-configuration",
-                "KHO_PUBLIC_URL": "https://kho.example.vn",
-                "KHO_MASTER_KEY_FILE": "/etc/kho/master.key",
-            },
-            "KHO_ERASURE_LIST",
-        ),
+        *_production_cases(),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(
