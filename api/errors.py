@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from api.i18n import prefers_english
 from common.errors import KhoError
@@ -145,19 +146,36 @@ async def _data_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # Registered for OperationalError itself (not left to the catch-all): Starlette re-raises
+    # what reaches the catch-all to the server, which would log a traceback per outage request.
+    log.warning("database_unavailable", error_type=type(exc).__name__)
+    return problem(
+        request,
+        status=503,
+        code="database_unavailable",
+        title_vi="Cơ sở dữ liệu tạm thời không sẵn sàng",
+        title_en="Database temporarily unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _client_disconnected(request: Request, exc: Exception) -> JSONResponse:
+    # The client went away while its body was being read: nobody reads this answer, and it is
+    # not a fault of Kho (the request's unit of work rolls back; nothing is stored).
+    log.info("client_disconnected")
+    return problem(
+        request,
+        status=400,
+        code="client_disconnected",
+        title_vi="Máy khách đã ngắt kết nối",
+        title_en="Client disconnected",
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     # The exception text and its traceback may hold personal data, SQL parameters or secrets:
     # log the type and where it was raised only.
-    if isinstance(exc, OperationalError):
-        log.warning("database_unavailable", error_type=type(exc).__name__)
-        return problem(
-            request,
-            status=503,
-            code="database_unavailable",
-            title_vi="Cơ sở dữ liệu tạm thời không sẵn sàng",
-            title_en="Database temporarily unavailable",
-            headers={"Retry-After": "5"},
-        )
     frame = exc.__traceback__
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
@@ -179,4 +197,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DataError, _data_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _unexpected)

@@ -448,6 +448,45 @@ def test_a_stalled_upload_is_408_and_stores_nothing(bodies: KhoServer) -> None:
     assert_healthy(bodies)
 
 
+def _put_outcomes(server: KhoServer) -> dict[str, float]:
+    """The upload route's request counts by status, from /metrics."""
+    prefix = 'kho_http_requests_total{method="PUT",route="/v1/documents/{document_id}/content",'
+    with server.http() as http:
+        text = http.get("/metrics").text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            labels, _, value = line.rpartition(" ")
+            counts[labels.split('status="')[1].rstrip('"}')] = float(value)
+    return counts
+
+
+def test_a_client_gone_mid_upload_is_not_an_error_and_stores_nothing(bodies: KhoServer) -> None:
+    headers, _ = owner_headers(bodies)
+    document = new_document(bodies, headers)
+    before = _put_outcomes(bodies)
+    sock = RawRequest(
+        bodies,
+        "PUT",
+        f"/v1/documents/{document}/content",
+        {**headers, "Content-Type": "application/pdf", "Content-Length": str(MiB)},
+    ).open()
+    sock.sendall(b"%PDF-1.7\n" + b"x" * 200_000)
+    sock.close()  # gone, with most of the body unsent
+    deadline = time.monotonic() + 10
+    while _put_outcomes(bodies).get("400", 0) == before.get("400", 0):
+        assert time.monotonic() < deadline, (_put_outcomes(bodies), bodies.log(4000))
+        time.sleep(0.1)
+    # Counted as the client's doing (400 client_disconnected), not a server error, and no
+    # traceback from the server (the server's own log is unbuffered stderr).
+    assert _put_outcomes(bodies).get("500", 0) == before.get("500", 0)
+    assert "Exception in ASGI application" not in bodies.log(10**6)
+    with bodies.http() as http:
+        versions = http.get(f"/v1/documents/{document}/versions", headers=headers)
+        assert versions.status_code == 200 and versions.json()["items"] == []
+    assert_healthy(bodies)
+
+
 def test_a_slow_but_steady_upload_earns_its_time(bodies: KhoServer) -> None:
     headers, _ = owner_headers(bodies)
     document = new_document(bodies, headers)
