@@ -99,6 +99,14 @@ class UploadConflict(Conflict):
     title_en = "Another upload to this document is in progress"
 
 
+class IdempotencyKeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+    title_vi = "Một yêu cầu khác với cùng Idempotency-Key vừa được xử lý"
+    title_en = "Another request with this Idempotency-Key was just processed"
+    detail_vi = "Gửi lại yêu cầu với cùng khoá để nhận kết quả của yêu cầu kia."
+    detail_en = "Send the request again with the same key to get that request's result."
+
+
 class IdempotencyKeyReused(InvalidInput):
     code = "idempotency_key_reused"
     title_vi = "Khoá Idempotency-Key đã được dùng cho một yêu cầu khác"

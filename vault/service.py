@@ -37,6 +37,7 @@ from vault.errors import (
     DocumentHasNoContent,
     DocumentNotFound,
     EmptyContent,
+    IdempotencyKeyInUse,
     IdempotencyKeyReused,
     InvalidCursor,
     RangeNotSatisfiable,
@@ -427,16 +428,22 @@ class DocumentService:
             owner_id, document, chunks, filename, actor_id, assurance, expect_sha256
         )
         if idempotency_key is not None:
-            self.idempotency.add(
-                principal_id=owner_id,
-                scope=scope,
-                key=idempotency_key,
-                fingerprint=result.version.sha256 or "",
-                status_code=201 if result.created else 200,
-                body={"version": result.version.version, "created": result.created},
-                now=self.clock.now(),
-            )
-            self.session.flush()
+            try:
+                with self.session.begin_nested():
+                    self.idempotency.add(
+                        principal_id=owner_id,
+                        scope=scope,
+                        key=idempotency_key,
+                        fingerprint=result.version.sha256 or "",
+                        status_code=201 if result.created else 200,
+                        body={"version": result.version.version, "created": result.created},
+                        now=self.clock.now(),
+                    )
+            except IntegrityError:
+                # A retry raced its original request and the other one recorded the key first:
+                # this one rolls back (its pending version is swept), the client's next retry
+                # with the key gets the recorded result. Never two versions for one key.
+                raise IdempotencyKeyInUse() from None
         return result
 
     def _replay_upload(

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from httpx import Response
 
+from storage.db import session_scope
+from storage.repository import IdempotencyRepository
 from tests.conftest import KhoEnv, Owner
 
 
@@ -124,6 +126,54 @@ def test_versions_dedupe_and_idempotency(kho_env: KhoEnv) -> None:
         f"/v1/documents/{doc['id']}/content?version=1", headers=kho_env.headers(owner)
     )
     assert old.content == first
+
+
+def test_a_retry_that_loses_the_race_for_its_key_is_409_and_adds_no_version(
+    kho_env: KhoEnv,
+) -> None:
+    """The original request and its retry both pass the replay check; the one that records the
+    key second answers 409 idempotency_key_in_use (never a 500), and adds no version."""
+    owner = kho_env.citizen()
+    doc = create_document(kho_env, owner)
+    first = pdf_bytes(6000, seed=8)
+    assert upload(kho_env, owner, doc["id"], first).status_code == 201
+    key = "upload-" + uuid.uuid4().hex
+    racing = pdf_bytes(9000, seed=9)
+
+    def body() -> Iterator[bytes]:
+        yield racing[:4000]
+        # The other request, which passed the same check, records the key now.
+        with session_scope(kho_env.container.sessions) as session:
+            IdempotencyRepository(session).add(
+                principal_id=owner.account_id,
+                scope=f"upload:{doc['id']}",
+                key=key,
+                fingerprint=hashlib.sha256(racing).hexdigest(),
+                status_code=201,
+                body={"version": 1, "created": True},
+                now=kho_env.container.clock.now(),
+            )
+        yield racing[4000:]
+
+    lost = kho_env.client.put(
+        f"/v1/documents/{doc['id']}/content",
+        content=body(),
+        headers=kho_env.headers(
+            owner,
+            **{
+                "Content-Type": "application/pdf",
+                "Content-Length": str(len(racing)),
+                "Idempotency-Key": key,
+            },
+        ),
+    )
+    assert lost.status_code == 409, lost.text
+    assert lost.headers["content-type"].startswith("application/problem+json")
+    assert lost.json()["code"] == "idempotency_key_in_use"
+    versions = kho_env.client.get(
+        f"/v1/documents/{doc['id']}/versions", headers=kho_env.headers(owner)
+    ).json()["items"]
+    assert [v["version"] for v in versions] == [1]
 
 
 @pytest.mark.parametrize(
