@@ -173,7 +173,7 @@ async def _client_disconnected(request: Request, exc: Exception) -> JSONResponse
     )
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # The exception text and its traceback may hold personal data, SQL parameters or secrets:
     # log the type and where it was raised only.
     frame = exc.__traceback__
@@ -199,4 +199,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(Exception, unexpected_error)

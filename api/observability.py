@@ -15,7 +15,10 @@ from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import unexpected_error
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
@@ -79,11 +82,12 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": 0}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = 1
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
@@ -95,6 +99,15 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:  # noqa: BLE001 - the last resort: answered, never re-raised
+            # Answered here and not re-raised: the server would log the traceback, and an
+            # exception's text can carry SQL parameters or other personal data. The handler logs
+            # the type and where it was raised only.
+            if not status_holder["started"]:
+                response = await unexpected_error(Request(scope), exc)
+                await response(scope, receive, send_with_id)
+            else:
+                self.log.error("response_broken", error_type=type(exc).__name__)
         finally:
             route = _route_template(scope)
             status = status_holder["status"]
