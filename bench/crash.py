@@ -37,6 +37,7 @@ counts; this command runs the full ones and prints the figures (``--json`` for a
 
 from __future__ import annotations
 
+import abc
 import argparse
 import contextlib
 import datetime as dt
@@ -129,7 +130,34 @@ def _as_postgres(*args: str) -> list[str]:
     )
 
 
-class PrivatePostgres:
+class _PrivateServer(abc.ABC):
+    """A server of this run's own: ``set_up`` on entering (torn down again if that fails),
+    ``destroy`` (stop it, remove its files) on leaving."""
+
+    @abc.abstractmethod
+    def set_up(self) -> None: ...
+
+    @abc.abstractmethod
+    def destroy(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        try:
+            self.set_up()
+        except BaseException:
+            self.destroy()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.destroy()
+
+
+class PrivatePostgres(_PrivateServer):
     """A PostgreSQL 15 cluster of our own on a free loopback port.
 
     ``app_url`` is a *non-superuser* role (``kho_app``) that owns the database ``kho`` (so
@@ -300,21 +328,8 @@ class PrivatePostgres:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            self.init()
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
+    def set_up(self) -> None:
+        self.init()
 
 
 # -- a private MinIO ------------------------------------------------------------------------------
@@ -334,7 +349,7 @@ def minio_binary() -> Path:
     return binary
 
 
-class PrivateMinio:
+class PrivateMinio(_PrivateServer):
     """A MinIO server of our own: its own data directory, loopback ports and credentials."""
 
     def __init__(self) -> None:
@@ -417,21 +432,8 @@ class PrivateMinio:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.destroy()
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.destroy()
+    def set_up(self) -> None:
+        self.start()
 
 
 # -- a kho serve child that can be killed and started again ---------------------------------------
