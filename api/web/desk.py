@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from api.deps import DbSession, Documents, get_consent_service
-from api.http import filename_from_disposition
 from api.routers.documents import body_chunks
 from api.web.pages import OfficialDep, Page, PageDep, PageUser, WebRoute, official_post
 from api.web.routes import (
     _check_length,
+    checked_put_upload,
     document_types,
     done_message,
     grant_kind,
@@ -32,7 +32,6 @@ from api.web.uploads import (
     MultipartUpload,
     UploadFormInvalid,
     check_csrf,
-    fields_from_header,
     upload_at_desk,
 )
 from consent.models import ConsentRequest
@@ -127,11 +126,7 @@ async def desk_put(
     request: Request, page: PageDep, user: OfficialDep, session: DbSession, documents: Documents
 ) -> Response:
     """With JavaScript: the scan as the raw body (progress bar), fields in a header."""
-    check_origin(request, page.container.issuer_url)
-    check_csrf(user.csrf, request.headers.get("x-csrf-token"))
-    _check_length(request, page.container.settings.max_upload_bytes)
-    values = fields_from_header(request.headers.get("x-upload-fields"))
-    filename = filename_from_disposition(request.headers.get("content-disposition"))
+    values, filename = checked_put_upload(request, page, user.csrf)
 
     def work() -> None:
         issuance = IssuanceService(session, page.container.clock, documents)

@@ -313,6 +313,18 @@ def _check_length(request: Request, limit: int) -> None:
         raise ContentTooLarge(extra={"limit_bytes": limit})
 
 
+def checked_put_upload(
+    request: Request, page: Page, csrf: str
+) -> tuple[dict[str, str], str | None]:
+    """A JavaScript upload (the file as the raw body): origin, the CSRF header and the declared
+    size checked; the form's fields (``X-Upload-Fields``) and the file name returned."""
+    check_origin(request, page.container.issuer_url)
+    check_csrf(csrf, request.headers.get("x-csrf-token"))
+    _check_length(request, page.container.settings.max_upload_bytes)
+    values = fields_from_header(request.headers.get("x-upload-fields"))
+    return values, filename_from_disposition(request.headers.get("content-disposition"))
+
+
 @router.get("/documents")
 def documents_index() -> RedirectResponse:
     return RedirectResponse("/web/store", status_code=303)
@@ -358,11 +370,7 @@ async def upload_put(
     request: Request, page: PageDep, user: UserDep, session: DbSession, documents: Documents
 ) -> Response:
     """With JavaScript: the file as the raw body (progress bar), fields in a header."""
-    check_origin(request, page.container.issuer_url)
-    check_csrf(user.csrf, request.headers.get("x-csrf-token"))
-    _check_length(request, page.container.settings.max_upload_bytes)
-    values = fields_from_header(request.headers.get("x-upload-fields"))
-    filename = filename_from_disposition(request.headers.get("content-disposition"))
+    values, filename = checked_put_upload(request, page, user.csrf)
 
     def work() -> uuid.UUID:
         result = upload_new(
@@ -494,10 +502,7 @@ async def version_put(
     session: DbSession,
     documents: Documents,
 ) -> Response:
-    check_origin(request, page.container.issuer_url)
-    check_csrf(user.csrf, request.headers.get("x-csrf-token"))
-    _check_length(request, page.container.settings.max_upload_bytes)
-    filename = filename_from_disposition(request.headers.get("content-disposition"))
+    _fields, filename = checked_put_upload(request, page, user.csrf)
 
     def work() -> None:
         upload_version(
